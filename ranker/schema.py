@@ -1,0 +1,326 @@
+"""The feature schema: which raw features a model reads, which tasks it learns, which products it outputs.
+
+Pure Python (pydantic and PyYAML only, never TensorFlow), so that the feature store and the service
+can share it without loading Keras. A `schema.yaml` looks like::
+
+    features:
+      - {name: user_id, type: categorical, entity: user, num_buckets: 100000, embedding_dim: 16}
+      - {name: device,  type: categorical, entity: context, vocabulary: [ios, android, web]}
+      - {name: price,   type: numeric,     entity: item, transform: log1p}
+      - {name: recent_items, type: sequence, entity: user, max_length: 20, shared_embedding: item_id}
+    tasks:
+      - {name: ctr, label: click}
+      - {name: cvr, label: conversion, condition: click}
+    products:
+      - {name: ctcvr, of: [ctr, cvr]}
+
+Raw values at the model boundary: categorical values are strings (integers are converted with
+`str()`), numeric values are float32, sequences are lists of strings padded with "" to
+`max_length`. A missing or NaN numeric value is replaced by the feature's `default` (0.0 unless
+set) before its transform; a missing categorical value is "" (out of vocabulary).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ranker.errors import SchemaError
+
+FeatureType = Literal["categorical", "numeric", "sequence"]
+Entity = Literal["user", "item", "context"]
+Transform = Literal["none", "log1p", "sqrt"]
+TaskType = Literal["binary", "regression"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"must be an identifier (letters, digits, _), got {value!r}")
+    return value
+
+
+def _check_positive(value: int) -> int:
+    if value <= 0:
+        raise ValueError(f"must be > 0, got {value}")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+Positive = Annotated[int, AfterValidator(_check_positive)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Feature(_Strict):
+    """One raw input feature and how the model encodes it."""
+
+    name: Name
+    type: FeatureType
+    entity: Entity
+    # categorical and sequence: a fixed vocabulary (plus one OOV bucket) or hashing into num_buckets
+    vocabulary: list[str] | None = None
+    num_buckets: Positive | None = None
+    embedding_dim: Positive = 8
+    # sequence: pad/truncate length, and optionally the categorical feature whose table it shares
+    max_length: Positive | None = None
+    shared_embedding: str | None = None
+    # numeric: transform before normalization (statistics adapted from training data)
+    transform: Transform = "none"
+    normalize: bool = True
+    default: float | None = None
+
+    @field_validator("vocabulary")
+    @classmethod
+    def _check_vocabulary(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("must not be empty")
+        if len(set(value)) != len(value):
+            dupes = sorted({v for v in value if value.count(v) > 1})
+            raise ValueError(f"has duplicate entries {dupes}")
+        if "" in value:
+            raise ValueError('must not contain "" (the missing value)')
+        return value
+
+    @model_validator(mode="after")
+    def _check_type_fields(self) -> Feature:
+        given = self.model_fields_set
+        allowed = {
+            "categorical": {"vocabulary", "num_buckets", "embedding_dim"},
+            "sequence": {"vocabulary", "num_buckets", "embedding_dim", "max_length", "shared_embedding"},
+            "numeric": {"transform", "normalize", "default"},
+        }[self.type]
+        common = {"name", "type", "entity"}
+        misplaced = sorted(given - allowed - common)
+        if misplaced:
+            raise ValueError(f"key {misplaced[0]!r} does not apply to a {self.type} feature")
+        if self.type == "categorical" and (self.vocabulary is None) == (self.num_buckets is None):
+            raise ValueError("a categorical feature needs exactly one of 'vocabulary' or 'num_buckets'")
+        if self.type == "sequence":
+            if self.max_length is None:
+                raise ValueError("a sequence feature needs 'max_length'")
+            sources = sum(x is not None for x in (self.vocabulary, self.num_buckets, self.shared_embedding))
+            if sources != 1:
+                raise ValueError(
+                    "a sequence feature needs exactly one of 'vocabulary', 'num_buckets' "
+                    "or 'shared_embedding'"
+                )
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.type in ("categorical", "sequence")
+
+    @property
+    def table_size(self) -> int:
+        """Rows of the embedding table: the vocabulary plus one OOV row, or the hash buckets."""
+        if self.vocabulary is not None:
+            return len(self.vocabulary) + 1
+        if self.num_buckets is not None:
+            return self.num_buckets
+        raise ValueError(f"feature {self.name!r} has no table of its own")
+
+    @property
+    def missing_value(self) -> str | float | list[str]:
+        """The raw value that stands for 'missing' (used by serving when the store has none)."""
+        if self.type == "numeric":
+            return float(self.default) if self.default is not None else 0.0
+        if self.type == "sequence":
+            return []
+        return ""
+
+
+class Task(_Strict):
+    """A learning target: one label column, binary (sigmoid) or regression (identity)."""
+
+    name: Name
+    label: Name
+    type: TaskType = "binary"
+    condition: str | None = None
+    weight: float = 1.0
+
+    @field_validator("weight")
+    @classmethod
+    def _check_weight(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"must be >= 0, got {value}")
+        return value
+
+
+class Product(_Strict):
+    """An output that is the product of binary task scores, e.g. ctcvr = ctr * cvr."""
+
+    name: Name
+    of: list[str] = Field(min_length=2)
+
+
+class EntityKeys(_Strict):
+    """The feature that identifies each stored entity (the online store's key)."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+
+
+class Schema(_Strict):
+    """The whole `schema.yaml`: features, tasks, products and entity keys."""
+
+    features: list[Feature] = Field(min_length=1)
+    tasks: list[Task] = Field(min_length=1)
+    products: list[Product] = Field(default_factory=list)
+    keys: EntityKeys = Field(default_factory=EntityKeys)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Schema:
+        _unique("features", [f.name for f in self.features])
+        _unique("tasks", [t.name for t in self.tasks])
+        _unique("outputs", [t.name for t in self.tasks] + [p.name for p in self.products])
+        by_name = {f.name: f for f in self.features}
+        for i, feature in enumerate(self.features):
+            if feature.shared_embedding is None:
+                continue
+            target = by_name.get(feature.shared_embedding)
+            if target is None or target.type != "categorical":
+                raise ValueError(
+                    f"features[{i}].shared_embedding: {feature.shared_embedding!r} is not a "
+                    f"categorical feature of this schema (feature {feature.name!r})"
+                )
+        labels = {t.label: t for t in self.tasks}
+        for i, task in enumerate(self.tasks):
+            if task.label in by_name:
+                raise ValueError(f"tasks[{i}].label: {task.label!r} is also a feature; labels are never features")
+            if task.condition is None:
+                continue
+            parent = labels.get(task.condition)
+            if parent is None or parent.type != "binary" or parent is task:
+                raise ValueError(
+                    f"tasks[{i}].condition: {task.condition!r} is not the label of another binary "
+                    f"task (task {task.name!r})"
+                )
+        tasks = {t.name: t for t in self.tasks}
+        for i, product in enumerate(self.products):
+            for name in product.of:
+                if name not in tasks or tasks[name].type != "binary":
+                    raise ValueError(
+                        f"products[{i}].of: {name!r} is not a binary task (product {product.name!r})"
+                    )
+        for entity, key in (("user", self.keys.user), ("item", self.keys.item)):
+            if self.entity_features(entity) and key not in by_name:  # type: ignore[arg-type]
+                raise ValueError(f"keys.{entity}: {key!r} is not a feature of this schema")
+        return self
+
+    # ---- loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> Schema:
+        """Read and validate a schema.yaml; a SchemaError names the file, key and feature."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise SchemaError(f"{path}: no such schema file") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise SchemaError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        return cls.from_dict(raw, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "schema") -> Schema:
+        if not isinstance(raw, Mapping):
+            raise SchemaError(f"{source}: expected a mapping with 'features' and 'tasks', got {type(raw).__name__}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            raise SchemaError(f"{source}: {_describe(err, raw)}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The schema as plain data (what `metadata.json` carries); round-trips through from_dict."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    # ---- queries -------------------------------------------------------------------------------
+
+    def feature(self, name: str) -> Feature:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(f"no feature {name!r}; features are {[f.name for f in self.features]}")
+
+    def task(self, name: str) -> Task:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(f"no task {name!r}; tasks are {[t.name for t in self.tasks]}")
+
+    def entity_features(self, entity: Entity) -> list[Feature]:
+        return [f for f in self.features if f.entity == entity]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Every score a model returns: tasks first, then products, in schema order."""
+        return [t.name for t in self.tasks] + [p.name for p in self.products]
+
+    @property
+    def label_columns(self) -> list[str]:
+        return [t.label for t in self.tasks]
+
+
+def _unique(what: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what}: name {name!r} is used twice")
+        seen.add(name)
+
+
+def _describe(err: ValidationError, raw: Mapping[str, Any]) -> str:
+    """The first validation error as `features[3].num_buckets: must be > 0, got -1 (feature 'x')`."""
+    first = err.errors()[0]
+    loc = list(first["loc"])
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    elif first["type"] == "literal_error":
+        message = f"{message}, got {first.get('input')!r}"
+    feature = _owner_name(raw, loc)
+    suffix = f" ({loc[0].rstrip('s')} {feature!r})" if feature else ""
+    return f"{path}: {message}{suffix}" if path else f"{message}{suffix}"
+
+
+def _owner_name(raw: Mapping[str, Any], loc: list[Any]) -> str | None:
+    """The `name` of the list entry the error sits in (features[3] -> its name), if it has one."""
+    if len(loc) >= 2 and isinstance(loc[1], int):
+        entries = raw.get(loc[0])
+        if isinstance(entries, list) and loc[1] < len(entries) and isinstance(entries[loc[1]], Mapping):
+            name = entries[loc[1]].get("name")
+            return str(name) if name is not None else None
+    return None
