@@ -249,7 +249,7 @@ class Schema(_Strict):
         try:
             return cls.model_validate(raw)
         except ValidationError as err:
-            raise SchemaError(f"{source}: {_describe(err, raw)}") from None
+            raise SchemaError(f"{source}: {describe_validation_error(err, raw)}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The schema as plain data (what `metadata.json` carries); round-trips through from_dict."""
@@ -297,7 +297,7 @@ def _unique(what: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def _describe(err: ValidationError, raw: Mapping[str, Any]) -> str:
+def describe_validation_error(err: ValidationError, raw: Mapping[str, Any]) -> str:
     """The first validation error as `features[3].num_buckets: must be > 0, got -1 (feature 'x')`."""
     first = err.errors()[0]
     loc = list(first["loc"])

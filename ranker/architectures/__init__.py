@@ -1,0 +1,1 @@
+"""The registered architectures, one per module; `ranker.registry.get(name)` imports them."""

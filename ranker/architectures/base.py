@@ -1,0 +1,79 @@
+"""What every architecture is: a backbone from the input vector to one representation per task.
+
+The model (`ranker.model.RankingModel`) owns what is common: the feature inputs, one tower per task,
+the products (ctcvr), the losses. An architecture only decides how tasks share computation, so adding
+one means writing a `Backbone` subclass with a typed `Config` and registering it by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ranker.errors import ConfigError
+from ranker.keras_compat import keras, tf
+from ranker.layers.mlp import MLP
+from ranker.schema import describe_validation_error
+
+
+class ArchitectureConfig(BaseModel):
+    """Hyperparameters every architecture has; each one extends this with its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tower_units: list[int] = Field(default_factory=lambda: [32])
+    activation: str = "relu"
+    dropout: float = 0.0
+
+    def mlp(self, units: list[int], name: str) -> MLP:
+        return MLP(units=units, activation=self.activation, dropout=self.dropout, name=name)
+
+
+class Backbone(keras.layers.Layer):
+    """Maps the encoded input [B, D] to a list of `num_tasks` representations [B, D_k].
+
+    Class attributes: `Config`, the architecture's hyperparameter model; `separate_inputs`, True
+    when each task gets its own feature embeddings (the input is then a list, one per task);
+    `entire_space`, True when conditioned tasks are learned through their product (ESMM).
+    """
+
+    name_in_registry: ClassVar[str] = ""
+    Config: ClassVar[type[ArchitectureConfig]] = ArchitectureConfig
+    separate_inputs: ClassVar[bool] = False
+    entire_space: ClassVar[bool] = False
+
+    def __init__(self, num_tasks: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if num_tasks < 1:
+            raise ValueError(f"{type(self).__name__} num_tasks must be >= 1, got {num_tasks}")
+        self.num_tasks = int(num_tasks)
+
+    @classmethod
+    def from_config_dict(cls, raw: dict[str, Any] | None, num_tasks: int) -> Backbone:
+        """Validates `raw` against `Config` (unknown keys are errors naming the key) and builds."""
+        return cls.from_hparams(cls.parse_config(raw), num_tasks)
+
+    @classmethod
+    def parse_config(cls, raw: dict[str, Any] | None) -> ArchitectureConfig:
+        try:
+            return cls.Config.model_validate(raw or {})
+        except ValidationError as err:
+            where = f"architecture {cls.name_in_registry!r}"
+            raise ConfigError(f"{where}: {describe_validation_error(err, raw or {})}") from None
+
+    @classmethod
+    def from_hparams(cls, hp: Any, num_tasks: int) -> Backbone:
+        raise NotImplementedError
+
+    def call(self, x: Any, training: bool | None = None) -> list[tf.Tensor]:
+        return self.call_with_gates(x, training=training)[0]
+
+    def call_with_gates(
+        self, x: Any, training: bool | None = None
+    ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
+        """Representations and, for gated models, gate weights [B, E] keyed `task{k}` (or with a level)."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_tasks": self.num_tasks}

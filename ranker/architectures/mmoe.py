@@ -1,0 +1,57 @@
+"""MMoE: shared experts, one softmax gate per task.
+
+From "Modeling Task Relationships in Multi-task Learning with Multi-gate Mixture-of-Experts"
+(Ma et al., KDD 2018). Task k's representation is sum_e g_k(x)[e] * expert_e(x).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from ranker.architectures.base import ArchitectureConfig, Backbone
+from ranker.keras_compat import keras, tf
+from ranker.layers.experts import ExpertSet, Gate, mix
+from ranker.layers.mlp import MLP
+from ranker.registry import register
+
+
+class MMoEConfig(ArchitectureConfig):
+    num_experts: int = Field(default=4, ge=1)
+    expert_units: list[int] = Field(default_factory=lambda: [64], min_length=1)
+
+
+@register("mmoe")
+class MMoE(Backbone):
+    """Experts shared by all tasks; each task mixes them with its own gate."""
+
+    Config = MMoEConfig
+    num_gates_per_model: int | None = None  # None: one gate per task
+
+    def __init__(
+        self, num_tasks: int, expert: MLP | dict[str, Any], num_experts: int, **kwargs: Any
+    ) -> None:
+        super().__init__(num_tasks, **kwargs)
+        self.experts = ExpertSet(expert, num_experts, name="experts")
+        gates = self.num_gates_per_model or num_tasks
+        self.gates = [Gate(num_experts, name=f"gate_{k}") for k in range(gates)]
+
+    @classmethod
+    def from_hparams(cls, hp: Any, num_tasks: int) -> MMoE:
+        return cls(num_tasks, expert=hp.mlp(hp.expert_units, name="expert"), num_experts=hp.num_experts)
+
+    def call_with_gates(
+        self, x: tf.Tensor, training: bool | None = None
+    ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
+        experts = self.experts(x, training=training)
+        weights = [gate(x) for gate in self.gates]
+        per_task = [weights[min(k, len(weights) - 1)] for k in range(self.num_tasks)]
+        return [mix(experts, w) for w in per_task], {f"task{k}": w for k, w in enumerate(per_task)}
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "expert": keras.layers.serialize(self.experts.expert),
+            "num_experts": self.experts.num_experts,
+        }

@@ -1,0 +1,83 @@
+"""PLE: several CGC extraction levels stacked, the shared path carried between levels.
+
+From "Progressive Layered Extraction (PLE): A Novel Multi-Task Learning (MTL) Model for
+Personalized Recommendations" (Tang et al., RecSys 2020).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from ranker.architectures.base import ArchitectureConfig, Backbone
+from ranker.keras_compat import keras, tf
+from ranker.layers.cgc import CGC
+from ranker.layers.mlp import MLP
+from ranker.registry import register
+
+
+class PLEConfig(ArchitectureConfig):
+    levels: int = Field(default=2, ge=1)
+    specific_experts: int = Field(default=1, ge=0)
+    shared_experts: int = Field(default=2, ge=0)
+    expert_units: list[int] = Field(default_factory=lambda: [64], min_length=1)
+
+
+@register("ple")
+class ProgressiveLayeredExtraction(Backbone):
+    """`levels` CGC layers; each level but the last also emits a shared output for the next one."""
+
+    Config = PLEConfig
+
+    def __init__(
+        self,
+        num_tasks: int,
+        expert: MLP | dict[str, Any],
+        levels: int,
+        specific_experts: int,
+        shared_experts: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_tasks, **kwargs)
+        if levels < 1:
+            raise ValueError(f"PLE levels must be >= 1, got {levels}")
+        self.expert = keras.layers.deserialize(expert) if isinstance(expert, dict) else expert
+        self.levels = [
+            CGC(
+                num_tasks,
+                self.expert,
+                specific_experts,
+                shared_experts,
+                emit_shared=level < levels - 1,
+                name=f"level_{level}",
+            )
+            for level in range(levels)
+        ]
+
+    @classmethod
+    def from_hparams(cls, hp: Any, num_tasks: int) -> ProgressiveLayeredExtraction:
+        expert = hp.mlp(hp.expert_units, name="expert")
+        return cls(num_tasks, expert, hp.levels, hp.specific_experts, hp.shared_experts)
+
+    def call_with_gates(
+        self, x: tf.Tensor, training: bool | None = None
+    ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
+        inputs = [x] * (self.num_tasks + 1)
+        gates: dict[str, tf.Tensor] = {}
+        for level, cgc in enumerate(self.levels):
+            inputs, level_gates = cgc(inputs, training=training)
+            last = level == len(self.levels) - 1
+            for k in range(self.num_tasks):
+                gates[f"task{k}" if last else f"task{k}/level{level}"] = level_gates[k]
+        return inputs[: self.num_tasks], gates
+
+    def get_config(self) -> dict[str, Any]:
+        first = self.levels[0]
+        return {
+            **super().get_config(),
+            "expert": keras.layers.serialize(self.expert),
+            "levels": len(self.levels),
+            "specific_experts": first.specific_experts,
+            "shared_experts": first.shared_experts,
+        }

@@ -1,0 +1,202 @@
+"""From a dict of raw features to the model's input vector, driven by the schema.
+
+- categorical: a vocabulary lookup (index 0 is out-of-vocabulary, "" included) or a hash of the
+  string into `num_buckets` (bucket 0 is reserved for "" = missing), then an embedding;
+- numeric: NaN -> the feature's default, optional transform (log1p, sqrt; negatives clipped to 0),
+  then normalization by a mean and variance adapted from training data and saved with the model;
+- sequence: a [B, L] string tensor padded with "", truncated to `max_length`, looked up like a
+  categorical (optionally in the table of the categorical it shares, e.g. recent_items -> item_id),
+  and mean-pooled over the non-padding positions.
+
+The output is the concatenation, in schema order, of embeddings and normalized numerics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ranker.errors import FeatureError
+from ranker.keras_compat import keras, tf
+from ranker.schema import Feature
+
+
+@keras.utils.register_keras_serializable(package="mtrank")
+class FeatureInputs(keras.layers.Layer):
+    """Encodes raw features (see module docstring) into one [B, output_dim] tensor."""
+
+    def __init__(self, features: list[Feature] | list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        parsed = [f if isinstance(f, Feature) else Feature.model_validate(f) for f in features]
+        if not parsed:
+            raise ValueError("FeatureInputs needs at least one feature, got []")
+        names = [f.name for f in parsed]
+        if len(set(names)) != len(names):
+            raise ValueError(f"FeatureInputs feature names must be unique, got {names}")
+        self.features = parsed
+        by_name = {f.name: f for f in parsed}
+        self.lookups: dict[str, keras.layers.Layer] = {}
+        self.embeddings: dict[str, keras.layers.Embedding] = {}
+        for feature in parsed:
+            if not feature.is_embedded or feature.shared_embedding is not None:
+                continue
+            if feature.vocabulary is not None:
+                self.lookups[feature.name] = keras.layers.StringLookup(
+                    vocabulary=feature.vocabulary,
+                    num_oov_indices=1,
+                    mask_token=None,
+                    name=f"{feature.name}_lookup",
+                )
+            self.embeddings[feature.name] = keras.layers.Embedding(
+                feature.table_size, feature.embedding_dim, name=f"{feature.name}_embedding"
+            )
+        for feature in parsed:
+            if feature.shared_embedding is not None:
+                target = by_name.get(feature.shared_embedding)
+                if target is None or target.type != "categorical":
+                    raise ValueError(
+                        f"feature {feature.name!r} shares the table of {feature.shared_embedding!r}, "
+                        "which is not a categorical feature of this layer"
+                    )
+        self.numeric = [f for f in parsed if f.type == "numeric"]
+
+    # ---- weights -------------------------------------------------------------------------------
+
+    def build(self, input_shape: Any = None) -> None:
+        self.means: dict[str, tf.Variable] = {}
+        self.variances: dict[str, tf.Variable] = {}
+        for feature in self.numeric:
+            if not feature.normalize:
+                continue
+            self.means[feature.name] = self.add_weight(
+                name=f"{feature.name}_mean", shape=(), initializer="zeros", trainable=False, dtype="float32"
+            )
+            self.variances[feature.name] = self.add_weight(
+                name=f"{feature.name}_variance", shape=(), initializer="ones", trainable=False, dtype="float32"
+            )
+        super().build(input_shape)
+
+    def adapt(self, batches: Iterable[Mapping[str, Any]]) -> None:
+        """Sets each normalized numeric feature's mean and variance from raw training batches."""
+        if not self.built:
+            self.build()
+        count = {name: 0.0 for name in self.means}
+        total = {name: 0.0 for name in self.means}
+        squares = {name: 0.0 for name in self.means}
+        for batch in batches:
+            for feature in self.numeric:
+                if feature.name not in self.means:
+                    continue
+                values = self._numeric(feature, batch).numpy().astype(np.float64)
+                count[feature.name] += values.size
+                total[feature.name] += values.sum()
+                squares[feature.name] += np.square(values).sum()
+        for name in self.means:
+            if count[name] == 0:
+                raise ValueError(f"FeatureInputs.adapt saw no values of numeric feature {name!r}")
+            mean = total[name] / count[name]
+            variance = max(squares[name] / count[name] - mean * mean, 0.0)
+            self.means[name].assign(mean)
+            self.variances[name].assign(variance if variance > 1e-12 else 1.0)
+
+    # ---- encoding ------------------------------------------------------------------------------
+
+    @property
+    def output_dim(self) -> int:
+        dims = 0
+        for feature in self.features:
+            if feature.type == "numeric":
+                dims += 1
+            elif feature.shared_embedding is not None:
+                dims += self._table_owner(feature).embedding_dim
+            else:
+                dims += feature.embedding_dim
+        return dims
+
+    def call(self, features: Mapping[str, Any]) -> tf.Tensor:
+        missing = [f.name for f in self.features if f.name not in features]
+        if missing:
+            raise FeatureError(
+                f"missing feature {missing[0]!r}"
+                + (f" (and {len(missing) - 1} more: {missing[1:]})" if len(missing) > 1 else "")
+            )
+        parts = []
+        for feature in self.features:
+            if feature.type == "numeric":
+                value = self._numeric(feature, features)
+                if feature.name in self.means:
+                    value = (value - self.means[feature.name]) * tf.math.rsqrt(
+                        self.variances[feature.name] + 1e-6
+                    )
+                parts.append(tf.expand_dims(value, -1))
+            elif feature.type == "categorical":
+                ids = self._ids(feature, _strings(feature, features[feature.name], rank=1))
+                parts.append(self.embeddings[feature.name](ids))
+            else:
+                parts.append(self._pooled_sequence(feature, features[feature.name]))
+        return tf.concat([tf.cast(p, self.compute_dtype) for p in parts], axis=-1)
+
+    def _numeric(self, feature: Feature, features: Mapping[str, Any]) -> tf.Tensor:
+        value = tf.convert_to_tensor(features[feature.name])
+        if value.dtype == tf.string or value.dtype == tf.bool:
+            raise FeatureError(f"feature {feature.name!r}: expected numbers, got a {value.dtype.name} tensor")
+        value = tf.reshape(tf.cast(value, tf.float32), [-1])
+        default = float(feature.default) if feature.default is not None else 0.0
+        value = tf.where(tf.math.is_nan(value), tf.fill(tf.shape(value), default), value)
+        if feature.transform == "log1p":
+            value = tf.math.log1p(tf.maximum(value, 0.0))
+        elif feature.transform == "sqrt":
+            value = tf.sqrt(tf.maximum(value, 0.0))
+        return value
+
+    def _table_owner(self, feature: Feature) -> Feature:
+        if feature.shared_embedding is None:
+            return feature
+        return next(f for f in self.features if f.name == feature.shared_embedding)
+
+    def _ids(self, feature: Feature, strings: tf.Tensor) -> tf.Tensor:
+        owner = self._table_owner(feature)
+        if owner.name in self.lookups:
+            return self.lookups[owner.name](strings)
+        assert owner.num_buckets is not None
+        hashed = tf.strings.to_hash_bucket_fast(strings, max(owner.num_buckets - 1, 1)) + 1
+        return tf.where(strings == "", tf.zeros_like(hashed), hashed)
+
+    def _pooled_sequence(self, feature: Feature, raw: Any) -> tf.Tensor:
+        assert feature.max_length is not None
+        strings = _strings(feature, raw, rank=2)[:, : feature.max_length]
+        table = self.embeddings[self._table_owner(feature).name]
+        vectors = table(self._ids(feature, strings))  # [B, L, D]
+        mask = tf.cast(strings != "", vectors.dtype)[..., tf.newaxis]
+        count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+        return tf.reduce_sum(vectors * mask, axis=1) / count
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "features": [f.model_dump(mode="json", exclude_defaults=True) for f in self.features],
+        }
+
+
+def _strings(feature: Feature, raw: Any, rank: int) -> tf.Tensor:
+    """The raw value as a string tensor of the given rank; integers become their decimal strings."""
+    value = raw if isinstance(raw, tf.Tensor | tf.RaggedTensor) else tf.convert_to_tensor(raw)
+    if value.dtype.is_integer:
+        value = tf.strings.as_string(value)
+    elif value.dtype != tf.string:
+        raise FeatureError(
+            f"feature {feature.name!r}: expected strings (or integers) for a {feature.type} feature, "
+            f"got a {value.dtype.name} tensor"
+        )
+    if isinstance(value, tf.RaggedTensor):
+        value = value.to_tensor(default_value="")
+    if rank == 1:
+        return tf.reshape(value, [-1])
+    if value.shape.rank != 2:
+        raise FeatureError(
+            f"feature {feature.name!r}: a sequence needs a 2-D [batch, length] tensor, "
+            f"got rank {value.shape.rank}"
+        )
+    return value
