@@ -49,9 +49,10 @@ class RankingModel(tfrs.models.Model):
         self.loss_weighting_name = loss_weighting
         tasks = self.schema.tasks
         self.backbone = arch.from_hparams(self.hparams, len(tasks))
+        self.separate_inputs = arch.separate_inputs
         copies = len(tasks) if arch.separate_inputs else 1
         self.feature_inputs = [
-            FeatureInputs(self.schema.features, name=f"inputs_{k}" if copies > 1 else "inputs")
+            FeatureInputs(self.schema.features, name=f"inputs_{k}" if self.separate_inputs else "inputs")
             for k in range(copies)
         ]
         hp = self.hparams
@@ -101,7 +102,7 @@ class RankingModel(tfrs.models.Model):
         self, features: Mapping[str, Any], training: bool | None
     ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
         encoded = [inputs(features) for inputs in self.feature_inputs]
-        x = encoded if len(encoded) > 1 else encoded[0]
+        x = encoded if self.separate_inputs else encoded[0]
         representations, gates = self.backbone.call_with_gates(x, training=training)
         scores = {
             task.name: tower(rep, training=training)

@@ -1,0 +1,104 @@
+"""The schema loader: valid files load, every kind of mistake names its key and feature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ranker.errors import SchemaError
+from ranker.schema import Schema
+from tests.ranker.conftest import CLICK_LOG_SCHEMA
+
+
+def _with(path: str, value: object) -> dict:
+    """The click-log schema with one key replaced, e.g. _with("features.3.num_buckets", -1)."""
+    raw = yaml.safe_load(CLICK_LOG_SCHEMA)
+    *parents, last = path.split(".")
+    node = raw
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[int(last) if last.isdigit() else last] = value
+    return raw
+
+
+def test_contract_example_loads_with_outputs_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "schema.yaml"
+    path.write_text(CLICK_LOG_SCHEMA)
+    schema = Schema.load(path)
+    assert schema.output_names == ["ctr", "cvr", "ctcvr"]
+    assert schema.feature("recent_items").shared_embedding == "item_id"
+    assert schema.task("cvr").condition == "click"
+    assert [f.name for f in schema.entity_features("user")] == ["user_id", "recent_items"]
+    assert Schema.from_dict(schema.to_dict()) == schema
+
+
+def test_round_trip_through_a_file(tmp_path: Path, schema: Schema) -> None:
+    schema.dump(tmp_path / "schema.yaml")
+    assert Schema.load(tmp_path / "schema.yaml") == schema
+
+
+@pytest.mark.parametrize(
+    ("change", "value", "message"),
+    [
+        ("features.0.num_buckets", -1, "features[0].num_buckets: must be > 0, got -1 (feature 'user_id')"),
+        ("features.1.colour", "red", "features[1].colour: unknown key (feature 'item_id')"),
+        ("features.3.vocabulary", ["a"], "features[3]: key 'vocabulary' does not apply to a numeric feature"),
+        ("features.2.type", "categoricl", "features[2].type: Input should be"),
+        ("features.2.vocabulary", ["ios", "ios"], "features[2].vocabulary: has duplicate entries ['ios']"),
+        ("features.4.max_length", 0, "features[4].max_length: must be > 0, got 0 (feature 'recent_items')"),
+        ("features.4.shared_embedding", "price", "features[4].shared_embedding: 'price' is not a categorical"),
+        ("tasks.1.condition", "purchase", "tasks[1].condition: 'purchase' is not the label of another"),
+        ("tasks.0.type", "multiclass", "tasks[0].type: Input should be 'binary' or 'regression'"),
+        ("products.0.of", ["ctr", "dwell"], "products[0].of: 'dwell' is not a binary task"),
+        ("tasks.0.label", "price", "tasks[0].label: 'price' is also a feature"),
+        ("extra", 1, "extra: unknown key"),
+    ],
+)
+def test_bad_schemas_name_the_key(change: str, value: object, message: str) -> None:
+    with pytest.raises(SchemaError) as err:
+        Schema.from_dict(_with(change, value), source="schema.yaml")
+    assert str(err.value).startswith("schema.yaml: "), str(err.value)
+    assert message in str(err.value)
+
+
+def test_duplicate_feature_names_are_rejected() -> None:
+    raw = yaml.safe_load(CLICK_LOG_SCHEMA)
+    raw["features"].append(dict(raw["features"][0]))
+    with pytest.raises(SchemaError, match="features: name 'user_id' is used twice"):
+        Schema.from_dict(raw)
+
+
+def test_a_categorical_needs_exactly_one_table_source() -> None:
+    raw = _with("features.0.vocabulary", ["a", "b"])
+    with pytest.raises(SchemaError, match=r"features\[0\]: a categorical feature needs exactly one of"):
+        Schema.from_dict(raw)
+
+
+def test_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match="no such schema file"):
+        Schema.load(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("features:\n  - {name: a, type: numeric\n")
+    with pytest.raises(SchemaError, match=r"broken.yaml:\d+: not valid YAML"):
+        Schema.load(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(SchemaError, match="expected a mapping"):
+        Schema.load(listing)
+
+
+def test_missing_values_by_type(schema: Schema) -> None:
+    assert schema.feature("user_id").missing_value == ""
+    assert schema.feature("price").missing_value == 0.0
+    assert schema.feature("recent_items").missing_value == []
+
+
+def test_schema_module_imports_no_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    code = "import ranker.schema, sys; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
