@@ -40,7 +40,9 @@ class UncertaintyWeights(keras.layers.Layer):
             raise ValueError("UncertaintyWeights needs at least one loss name, got []")
         self.names = list(names)
         self.log_vars = {
-            name: self.add_weight(name=f"{name}_log_var", shape=(), initializer="zeros", trainable=True)
+            name: self.add_weight(
+                name=f"{name}_log_var", shape=(), initializer="zeros", trainable=True
+            )
             for name in self.names
         }
 

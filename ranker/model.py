@@ -43,7 +43,9 @@ class RankingModel(tfrs.models.Model):
         self.architecture = architecture
         arch = registry.get(architecture)
         self.hparams = (
-            hparams if isinstance(hparams, ArchitectureConfig) else arch.parse_config(dict(hparams or {}))
+            hparams
+            if isinstance(hparams, ArchitectureConfig)
+            else arch.parse_config(dict(hparams or {}))
         )
         self.task_weights = dict(task_weights or {})
         self.loss_weighting_name = loss_weighting
@@ -52,7 +54,9 @@ class RankingModel(tfrs.models.Model):
         self.separate_inputs = arch.separate_inputs
         copies = len(tasks) if arch.separate_inputs else 1
         self.feature_inputs = [
-            FeatureInputs(self.schema.features, name=f"inputs_{k}" if self.separate_inputs else "inputs")
+            FeatureInputs(
+                self.schema.features, name=f"inputs_{k}" if self.separate_inputs else "inputs"
+            )
             for k in range(copies)
         ]
         hp = self.hparams
@@ -74,7 +78,9 @@ class RankingModel(tfrs.models.Model):
         elif loss_weighting == "uncertainty":
             self.loss_weighting = UncertaintyWeights(names)
         else:
-            raise ValueError(f"loss_weighting must be 'fixed' or 'uncertainty', got {loss_weighting!r}")
+            raise ValueError(
+                f"loss_weighting must be 'fixed' or 'uncertainty', got {loss_weighting!r}"
+            )
 
     # ---- inference -----------------------------------------------------------------------------
 
@@ -84,7 +90,9 @@ class RankingModel(tfrs.models.Model):
         for inputs in self.feature_inputs:
             inputs.adapt(batches)
 
-    def call(self, features: Mapping[str, Any], training: bool | None = False) -> dict[str, tf.Tensor]:
+    def call(
+        self, features: Mapping[str, Any], training: bool | None = False
+    ) -> dict[str, tf.Tensor]:
         return self._forward(features, training)[0]
 
     def gate_weights(self, features: Mapping[str, Any]) -> dict[str, tf.Tensor]:
@@ -106,7 +114,9 @@ class RankingModel(tfrs.models.Model):
         representations, gates = self.backbone.call_with_gates(x, training=training)
         scores = {
             task.name: tower(rep, training=training)
-            for task, tower, rep in zip(self.schema.tasks, self.towers, representations, strict=True)
+            for task, tower, rep in zip(
+                self.schema.tasks, self.towers, representations, strict=True
+            )
         }
         for product in self.schema.products:
             scores[product.name] = self.product([scores[name] for name in product.of])

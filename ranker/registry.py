@@ -32,7 +32,9 @@ def register(name: str):  # type: ignore[no-untyped-def]
 
     def decorate(cls: B) -> B:
         if name in _ARCHITECTURES:
-            raise ValueError(f"architecture {name!r} is registered twice; known: {sorted(_ARCHITECTURES)}")
+            raise ValueError(
+                f"architecture {name!r} is registered twice; known: {sorted(_ARCHITECTURES)}"
+            )
         from ranker.keras_compat import keras
 
         cls.name_in_registry = name

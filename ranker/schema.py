@@ -105,7 +105,13 @@ class Feature(_Strict):
         given = self.model_fields_set
         allowed = {
             "categorical": {"vocabulary", "num_buckets", "embedding_dim"},
-            "sequence": {"vocabulary", "num_buckets", "embedding_dim", "max_length", "shared_embedding"},
+            "sequence": {
+                "vocabulary",
+                "num_buckets",
+                "embedding_dim",
+                "max_length",
+                "shared_embedding",
+            },
             "numeric": {"transform", "normalize", "default"},
         }[self.type]
         common = {"name", "type", "entity"}
@@ -113,11 +119,15 @@ class Feature(_Strict):
         if misplaced:
             raise ValueError(f"key {misplaced[0]!r} does not apply to a {self.type} feature")
         if self.type == "categorical" and (self.vocabulary is None) == (self.num_buckets is None):
-            raise ValueError("a categorical feature needs exactly one of 'vocabulary' or 'num_buckets'")
+            raise ValueError(
+                "a categorical feature needs exactly one of 'vocabulary' or 'num_buckets'"
+            )
         if self.type == "sequence":
             if self.max_length is None:
                 raise ValueError("a sequence feature needs 'max_length'")
-            sources = sum(x is not None for x in (self.vocabulary, self.num_buckets, self.shared_embedding))
+            sources = sum(
+                x is not None for x in (self.vocabulary, self.num_buckets, self.shared_embedding)
+            )
             if sources != 1:
                 raise ValueError(
                     "a sequence feature needs exactly one of 'vocabulary', 'num_buckets' "
@@ -205,7 +215,9 @@ class Schema(_Strict):
         labels = {t.label: t for t in self.tasks}
         for i, task in enumerate(self.tasks):
             if task.label in by_name:
-                raise ValueError(f"tasks[{i}].label: {task.label!r} is also a feature; labels are never features")
+                raise ValueError(
+                    f"tasks[{i}].label: {task.label!r} is also a feature; labels are never features"
+                )
             if task.condition is None:
                 continue
             parent = labels.get(task.condition)
@@ -245,7 +257,9 @@ class Schema(_Strict):
     @classmethod
     def from_dict(cls, raw: Any, source: str = "schema") -> Schema:
         if not isinstance(raw, Mapping):
-            raise SchemaError(f"{source}: expected a mapping with 'features' and 'tasks', got {type(raw).__name__}")
+            raise SchemaError(
+                f"{source}: expected a mapping with 'features' and 'tasks', got {type(raw).__name__}"
+            )
         try:
             return cls.model_validate(raw)
         except ValidationError as err:
@@ -312,7 +326,7 @@ def describe_validation_error(err: ValidationError, raw: Mapping[str, Any]) -> s
     elif first["type"] == "literal_error":
         message = f"{message}, got {first.get('input')!r}"
     feature = _owner_name(raw, loc)
-    suffix = f" ({loc[0].rstrip('s')} {feature!r})" if feature else ""
+    suffix = f" ({str(loc[0]).rstrip('s')} {feature!r})" if feature else ""
     return f"{path}: {message}{suffix}" if path else f"{message}{suffix}"
 
 
@@ -320,7 +334,11 @@ def _owner_name(raw: Mapping[str, Any], loc: list[Any]) -> str | None:
     """The `name` of the list entry the error sits in (features[3] -> its name), if it has one."""
     if len(loc) >= 2 and isinstance(loc[1], int):
         entries = raw.get(loc[0])
-        if isinstance(entries, list) and loc[1] < len(entries) and isinstance(entries[loc[1]], Mapping):
+        if (
+            isinstance(entries, list)
+            and loc[1] < len(entries)
+            and isinstance(entries[loc[1]], Mapping)
+        ):
             name = entries[loc[1]].get("name")
             return str(name) if name is not None else None
     return None

@@ -52,7 +52,9 @@ class Objective:
                 target = target * tf.cast(labels[name], tf.float32)
             weight = tf.cast(labels[self.mask], tf.float32) if self.mask else None
         except KeyError as err:
-            raise ConfigError(f"objective {self.output!r} needs label column {err.args[0]!r}") from None
+            raise ConfigError(
+                f"objective {self.output!r} needs label column {err.args[0]!r}"
+            ) from None
         return tf.reshape(target, [-1]), None if weight is None else tf.reshape(weight, [-1])
 
 
@@ -63,7 +65,9 @@ def build_objectives(
     weights = dict(weights or {})
     unknown = sorted(set(weights) - {t.name for t in schema.tasks})
     if unknown:
-        raise ConfigError(f"task_weights: {unknown[0]!r} is not a task ({[t.name for t in schema.tasks]})")
+        raise ConfigError(
+            f"task_weights: {unknown[0]!r} is not a task ({[t.name for t in schema.tasks]})"
+        )
     by_label = {t.label: t for t in schema.tasks}
     objectives = []
     for task in schema.tasks:

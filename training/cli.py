@@ -28,13 +28,19 @@ class Subcommand(NamedTuple):
 SUBCOMMANDS: dict[str, Subcommand] = {
     "synth": Subcommand("training.commands.synth", "write synthetic click/conversion logs"),
     "train": Subcommand("training.commands.train", "train an architecture and export a SavedModel"),
-    "evaluate": Subcommand("training.commands.evaluate", "score a Parquet file with an exported model"),
+    "evaluate": Subcommand(
+        "training.commands.evaluate", "score a Parquet file with an exported model"
+    ),
     "features": Subcommand("feature_store.cli", "online feature store: materialize"),
     "serve": Subcommand("serving.cli", "serve exported models over HTTP"),
-    "quickstart": Subcommand("training.commands.quickstart", "synth, train, export, materialize, serve"),
+    "quickstart": Subcommand(
+        "training.commands.quickstart", "synth, train, export, materialize, serve"
+    ),
     "compare": Subcommand("training.commands.compare", "offline A/B comparison of architectures"),
     "simulate": Subcommand("training.commands.simulate", "play synthetic users against a service"),
-    "ab-report": Subcommand("training.commands.ab_report", "join exposures with feedback per variant"),
+    "ab-report": Subcommand(
+        "training.commands.ab_report", "join exposures with feedback per variant"
+    ),
 }
 
 
@@ -59,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     sub = SUBCOMMANDS.get(name)
     if sub is None:
-        print(f"mtrank: error: unknown subcommand {name!r} (known: {', '.join(SUBCOMMANDS)})", file=sys.stderr)
+        print(
+            f"mtrank: error: unknown subcommand {name!r} (known: {', '.join(SUBCOMMANDS)})",
+            file=sys.stderr,
+        )
         return 2
     try:
         module = importlib.import_module(sub.module)

@@ -51,5 +51,7 @@ def export_saved_model(model: RankingModel, path: str | Path) -> Path:
 
     signature = tf.function(serve, input_signature=[signature_specs(model.schema)])
     servable = _Servable(model)
-    tf.saved_model.save(servable, str(path), signatures={SIGNATURE: signature.get_concrete_function()})
+    tf.saved_model.save(
+        servable, str(path), signatures={SIGNATURE: signature.get_concrete_function()}
+    )
     return path

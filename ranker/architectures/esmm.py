@@ -33,7 +33,9 @@ class ESMM(Backbone):
         super().__init__(num_tasks, **kwargs)
         self.base = keras.layers.deserialize(base) if isinstance(base, dict) else base
         if self.base.separate_inputs:
-            raise ValueError(f"ESMM needs a base with shared inputs, got {type(self.base).__name__}")
+            raise ValueError(
+                f"ESMM needs a base with shared inputs, got {type(self.base).__name__}"
+            )
 
     @classmethod
     def from_hparams(cls, hp: Any, num_tasks: int) -> ESMM:

@@ -39,7 +39,9 @@ class MMoE(Backbone):
 
     @classmethod
     def from_hparams(cls, hp: Any, num_tasks: int) -> MMoE:
-        return cls(num_tasks, expert=hp.mlp(hp.expert_units, name="expert"), num_experts=hp.num_experts)
+        return cls(
+            num_tasks, expert=hp.mlp(hp.expert_units, name="expert"), num_experts=hp.num_experts
+        )
 
     def call_with_gates(
         self, x: tf.Tensor, training: bool | None = None

@@ -53,9 +53,12 @@ class CGC(keras.layers.Layer):
             for k in range(self.num_tasks)
             if specific_experts
         ]
-        self.shared = ExpertSet(expert, shared_experts, name="shared_experts") if shared_experts else None
+        self.shared = (
+            ExpertSet(expert, shared_experts, name="shared_experts") if shared_experts else None
+        )
         self.task_gates = [
-            Gate(specific_experts + shared_experts, name=f"task_{k}_gate") for k in range(self.num_tasks)
+            Gate(specific_experts + shared_experts, name=f"task_{k}_gate")
+            for k in range(self.num_tasks)
         ]
         total = self.num_tasks * specific_experts + shared_experts
         self.shared_gate = Gate(total, name="shared_gate") if emit_shared else None

@@ -50,4 +50,8 @@ class CrossStitch(keras.layers.Layer):
         return tf.unstack(mixed, num=self.num_tasks, axis=1)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "num_tasks": self.num_tasks, "self_weight": self.self_weight}
+        return {
+            **super().get_config(),
+            "num_tasks": self.num_tasks,
+            "self_weight": self.self_weight,
+        }

@@ -71,10 +71,18 @@ class FeatureInputs(keras.layers.Layer):
             if not feature.normalize:
                 continue
             self.means[feature.name] = self.add_weight(
-                name=f"{feature.name}_mean", shape=(), initializer="zeros", trainable=False, dtype="float32"
+                name=f"{feature.name}_mean",
+                shape=(),
+                initializer="zeros",
+                trainable=False,
+                dtype="float32",
             )
             self.variances[feature.name] = self.add_weight(
-                name=f"{feature.name}_variance", shape=(), initializer="ones", trainable=False, dtype="float32"
+                name=f"{feature.name}_variance",
+                shape=(),
+                initializer="ones",
+                trainable=False,
+                dtype="float32",
             )
         super().build(input_shape)
 
@@ -141,7 +149,9 @@ class FeatureInputs(keras.layers.Layer):
     def _numeric(self, feature: Feature, features: Mapping[str, Any]) -> tf.Tensor:
         value = tf.convert_to_tensor(features[feature.name])
         if value.dtype == tf.string or value.dtype == tf.bool:
-            raise FeatureError(f"feature {feature.name!r}: expected numbers, got a {value.dtype.name} tensor")
+            raise FeatureError(
+                f"feature {feature.name!r}: expected numbers, got a {value.dtype.name} tensor"
+            )
         value = tf.reshape(tf.cast(value, tf.float32), [-1])
         default = float(feature.default) if feature.default is not None else 0.0
         value = tf.where(tf.math.is_nan(value), tf.fill(tf.shape(value), default), value)

@@ -44,8 +44,12 @@ class MLP(keras.layers.Layer):
         self.l2 = float(l2)
         # Kept serialized: each Dense gets a fresh instance, since an unseeded initializer instance
         # returns the same values on every call (all experts would start identical).
-        self.kernel_initializer = keras.initializers.serialize(keras.initializers.get(kernel_initializer))
-        self.bias_initializer = keras.initializers.serialize(keras.initializers.get(bias_initializer))
+        self.kernel_initializer = keras.initializers.serialize(
+            keras.initializers.get(kernel_initializer)
+        )
+        self.bias_initializer = keras.initializers.serialize(
+            keras.initializers.get(bias_initializer)
+        )
         regularizer = keras.regularizers.l2(self.l2) if self.l2 else None
         self.dense_layers = [
             keras.layers.Dense(

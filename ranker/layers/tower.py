@@ -30,7 +30,7 @@ class Tower(keras.layers.Layer):
             raise ValueError(f"Tower task_type must be one of {_TASK_TYPES}, got {task_type!r}")
         if isinstance(hidden, dict):
             hidden = keras.layers.deserialize(hidden)
-        self.hidden = hidden if hidden is not None else MLP(units=[])
+        self.hidden: MLP = hidden if hidden is not None else MLP(units=[])
         self.task_type = task_type
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)

@@ -20,7 +20,9 @@ def _batch(data: tuple, n: int = 256) -> tuple[dict, dict]:
     return {k: v[:n] for k, v in features.items()}, {k: v[:n] for k, v in labels.items()}
 
 
-def test_mmoe_with_one_expert_equals_shared_bottom_with_the_same_weights(schema: Schema, data: tuple) -> None:
+def test_mmoe_with_one_expert_equals_shared_bottom_with_the_same_weights(
+    schema: Schema, data: tuple
+) -> None:
     features, _ = _batch(data)
     bottom = RankingModel(schema, "shared_bottom", {"bottom_units": [8], "tower_units": [4]})
     mmoe = RankingModel(schema, "mmoe", {"num_experts": 1, "expert_units": [8], "tower_units": [4]})
@@ -35,12 +37,16 @@ def test_mmoe_with_one_expert_equals_shared_bottom_with_the_same_weights(schema:
 
 
 @pytest.mark.parametrize("architecture", NON_ESMM)
-def test_conversions_on_non_click_rows_change_nothing(architecture: str, schema: Schema, data: tuple) -> None:
+def test_conversions_on_non_click_rows_change_nothing(
+    architecture: str, schema: Schema, data: tuple
+) -> None:
     features, labels = _batch(data)
     model = RankingModel(schema, architecture)
     model(features)
     no_click = labels["click"] == 0
-    noisy = dict(labels, conversion=np.where(no_click, 1.0, labels["conversion"]).astype(np.float32))
+    noisy = dict(
+        labels, conversion=np.where(no_click, 1.0, labels["conversion"]).astype(np.float32)
+    )
 
     def loss_and_grads(batch_labels: dict) -> tuple[float, list[np.ndarray]]:
         with tf.GradientTape() as tape:
@@ -54,21 +60,29 @@ def test_conversions_on_non_click_rows_change_nothing(architecture: str, schema:
     for a, b in zip(base_grads, noisy_grads, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-7)
     # ...while a conversion flipped on a clicked row does change the loss (the test can fail).
-    flipped = dict(labels, conversion=np.where(no_click, labels["conversion"], 1 - labels["conversion"]))
+    flipped = dict(
+        labels, conversion=np.where(no_click, labels["conversion"], 1 - labels["conversion"])
+    )
     assert loss_and_grads(flipped)[0] != pytest.approx(base_loss, abs=1e-4)
 
 
 @pytest.mark.parametrize("base", ["shared_bottom", "mmoe", "ple"])
-def test_esmm_ctcvr_is_ctr_times_cvr_and_never_above_ctr(base: str, schema: Schema, data: tuple) -> None:
+def test_esmm_ctcvr_is_ctr_times_cvr_and_never_above_ctr(
+    base: str, schema: Schema, data: tuple
+) -> None:
     features, labels = _batch(data, 512)
     model = RankingModel(schema, "esmm", {"base": base})
     model.compile(optimizer=keras.optimizers.Adam(0.01))
-    model.fit(tf.data.Dataset.from_tensor_slices((features, labels)).batch(128), epochs=1, verbose=0)
+    model.fit(
+        tf.data.Dataset.from_tensor_slices((features, labels)).batch(128), epochs=1, verbose=0
+    )
     out = {k: v.numpy() for k, v in model(features).items()}
     np.testing.assert_allclose(out["ctcvr"], out["ctr"] * out["cvr"], rtol=1e-6)
     assert (out["ctcvr"] <= out["ctr"]).all()
     assert [o.output for o in model.objectives] == ["ctr", "ctcvr"]
-    assert model.objectives[1].labels == ("click", "conversion") and model.objectives[1].mask is None
+    assert (
+        model.objectives[1].labels == ("click", "conversion") and model.objectives[1].mask is None
+    )
 
 
 def test_esmm_without_the_product_says_which_product_is_needed() -> None:
@@ -78,7 +92,9 @@ def test_esmm_without_the_product_says_which_product_is_needed() -> None:
 
 
 @pytest.mark.parametrize("architecture", ["omoe", "mmoe", "cgc", "ple"])
-def test_gated_models_report_gate_weights_per_task(architecture: str, schema: Schema, data: tuple) -> None:
+def test_gated_models_report_gate_weights_per_task(
+    architecture: str, schema: Schema, data: tuple
+) -> None:
     features, _ = _batch(data, 32)
     gates = RankingModel(schema, architecture).gate_weights(features)
     assert {"ctr", "cvr"} <= set(gates)
@@ -89,7 +105,9 @@ def test_gated_models_report_gate_weights_per_task(architecture: str, schema: Sc
 
 
 def test_unknown_architecture_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown architecture 'mmo'; known: single_task, shared_bottom"):
+    with pytest.raises(
+        ConfigError, match="unknown architecture 'mmo'; known: single_task, shared_bottom"
+    ):
         registry.get("mmo")
 
 
@@ -101,7 +119,9 @@ def test_registering_a_name_twice_fails() -> None:
 def test_hyperparameter_typos_name_the_key(schema: Schema) -> None:
     with pytest.raises(ConfigError, match="architecture 'mmoe': num_expert: unknown key"):
         RankingModel(schema, "mmoe", {"num_expert": 3})
-    with pytest.raises(ConfigError, match="num_experts: Input should be greater than or equal to 1"):
+    with pytest.raises(
+        ConfigError, match="num_experts: Input should be greater than or equal to 1"
+    ):
         RankingModel(schema, "mmoe", {"num_experts": 0})
     with pytest.raises(ConfigError, match="task_weights: 'ctcvr' is not a task"):
         RankingModel(schema, "mmoe", task_weights={"ctcvr": 2.0})
@@ -125,13 +145,21 @@ def test_any_number_of_tasks_binary_and_regression(architecture: str, tasks: str
         schema = click_log_schema(**THREE_TASKS)
     features, labels = make_data(64, seed=3)
     labels["dwell_seconds"] = np.linspace(0, 30, 64).astype(np.float32)
-    model = RankingModel(schema, architecture, loss_weighting="uncertainty" if tasks == "three" else "fixed")
+    model = RankingModel(
+        schema, architecture, loss_weighting="uncertainty" if tasks == "three" else "fixed"
+    )
     model.compile(optimizer=keras.optimizers.Adam(0.01), run_eagerly=True)
-    history = model.fit(tf.data.Dataset.from_tensor_slices((features, labels)).batch(32), epochs=1, verbose=0)
+    history = model.fit(
+        tf.data.Dataset.from_tensor_slices((features, labels)).batch(32), epochs=1, verbose=0
+    )
     assert np.isfinite(history.history["loss"]).all()
     out = model(features)
     assert set(out) == set(schema.output_names)
     assert all(v.shape == (64,) for v in out.values())
     if tasks == "three":
         dwell = model.objectives[2]
-        assert (dwell.type, dwell.weight, model.towers[2].task_type) == ("regression", 0.5, "regression")
+        assert (dwell.type, dwell.weight, model.towers[2].task_type) == (
+            "regression",
+            0.5,
+            "regression",
+        )

@@ -30,7 +30,9 @@ def test_output_is_the_concatenation_in_schema_order(schema: Schema, data: tuple
 
 
 def test_vocabulary_lookup_sends_unknown_and_missing_to_the_oov_row() -> None:
-    layer = FeatureInputs([_feature(name="device", type="categorical", vocabulary=["ios", "web"], embedding_dim=1)])
+    layer = FeatureInputs(
+        [_feature(name="device", type="categorical", vocabulary=["ios", "web"], embedding_dim=1)]
+    )
     layer({"device": tf.constant(["ios"])})
     _constant_embeddings(layer)
     out = layer({"device": tf.constant(["ios", "web", "tv", ""])})
@@ -38,7 +40,9 @@ def test_vocabulary_lookup_sends_unknown_and_missing_to_the_oov_row() -> None:
 
 
 def test_hashing_reserves_bucket_zero_for_missing_and_accepts_integers() -> None:
-    layer = FeatureInputs([_feature(name="hour", type="categorical", num_buckets=16, embedding_dim=1)])
+    layer = FeatureInputs(
+        [_feature(name="hour", type="categorical", num_buckets=16, embedding_dim=1)]
+    )
     layer({"hour": tf.constant(["1"])})
     _constant_embeddings(layer)
     out = layer({"hour": tf.constant(["", "7", "7", "8"])}).numpy()[:, 0]
@@ -73,7 +77,9 @@ def test_numerics_fill_nan_transform_and_normalize_with_adapted_statistics() -> 
     assert layer.variances["price"].numpy() == pytest.approx(1.25)
     out = layer({"price": tf.constant([np.e**2 - 1, np.nan, -5.0])}).numpy()[:, 0]
     scale = 1 / np.sqrt(1.25 + 1e-6)
-    np.testing.assert_allclose(out, [0.5 * scale, (np.log1p(3.0) - 1.5) * scale, -1.5 * scale], rtol=1e-5)
+    np.testing.assert_allclose(
+        out, [0.5 * scale, (np.log1p(3.0) - 1.5) * scale, -1.5 * scale], rtol=1e-5
+    )
 
 
 def test_normalization_statistics_are_saved_with_the_layer() -> None:
@@ -94,12 +100,18 @@ def test_missing_feature_is_named(schema: Schema, data: tuple) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("price", np.array(["cheap"] * 4), "feature 'price': expected numbers, got a string tensor"),
+        (
+            "price",
+            np.array(["cheap"] * 4),
+            "feature 'price': expected numbers, got a string tensor",
+        ),
         ("user_id", np.ones(4, dtype=np.float32), "feature 'user_id': expected strings"),
         ("recent_items", np.array(["i1"] * 4), "feature 'recent_items': a sequence needs a 2-D"),
     ],
 )
-def test_wrong_dtype_is_named(schema: Schema, data: tuple, name: str, value: np.ndarray, message: str) -> None:
+def test_wrong_dtype_is_named(
+    schema: Schema, data: tuple, name: str, value: np.ndarray, message: str
+) -> None:
     layer = FeatureInputs(schema.features)
     features = {k: v[:4] for k, v in data[0].items()}
     features[name] = value

@@ -25,7 +25,12 @@ def test_mlp_computes_relu_of_affine_layers() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"units": [0]}, {"units": [4], "activation": "nope"}, {"units": [4], "dropout": 1.0}, {"units": [4], "l2": -1}],
+    [
+        {"units": [0]},
+        {"units": [4], "activation": "nope"},
+        {"units": [4], "dropout": 1.0},
+        {"units": [4], "l2": -1},
+    ],
 )
 def test_mlp_rejects_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="MLP"):

@@ -87,7 +87,9 @@ def trained(schema: Schema, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.parametrize("architecture", registry.names())
-def test_trains_exports_and_reloads_without_mtrank(architecture: str, trained: dict, schema: Schema) -> None:
+def test_trains_exports_and_reloads_without_mtrank(
+    architecture: str, trained: dict, schema: Schema
+) -> None:
     result = trained["models"][architecture]
     assert result["after"] < 0.95 * result["before"], (result["before"], result["after"])
     assert trained["heavy_modules"] == []

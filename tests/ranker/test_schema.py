@@ -42,14 +42,38 @@ def test_round_trip_through_a_file(tmp_path: Path, schema: Schema) -> None:
 @pytest.mark.parametrize(
     ("change", "value", "message"),
     [
-        ("features.0.num_buckets", -1, "features[0].num_buckets: must be > 0, got -1 (feature 'user_id')"),
+        (
+            "features.0.num_buckets",
+            -1,
+            "features[0].num_buckets: must be > 0, got -1 (feature 'user_id')",
+        ),
         ("features.1.colour", "red", "features[1].colour: unknown key (feature 'item_id')"),
-        ("features.3.vocabulary", ["a"], "features[3]: key 'vocabulary' does not apply to a numeric feature"),
+        (
+            "features.3.vocabulary",
+            ["a"],
+            "features[3]: key 'vocabulary' does not apply to a numeric feature",
+        ),
         ("features.2.type", "categoricl", "features[2].type: Input should be"),
-        ("features.2.vocabulary", ["ios", "ios"], "features[2].vocabulary: has duplicate entries ['ios']"),
-        ("features.4.max_length", 0, "features[4].max_length: must be > 0, got 0 (feature 'recent_items')"),
-        ("features.4.shared_embedding", "price", "features[4].shared_embedding: 'price' is not a categorical"),
-        ("tasks.1.condition", "purchase", "tasks[1].condition: 'purchase' is not the label of another"),
+        (
+            "features.2.vocabulary",
+            ["ios", "ios"],
+            "features[2].vocabulary: has duplicate entries ['ios']",
+        ),
+        (
+            "features.4.max_length",
+            0,
+            "features[4].max_length: must be > 0, got 0 (feature 'recent_items')",
+        ),
+        (
+            "features.4.shared_embedding",
+            "price",
+            "features[4].shared_embedding: 'price' is not a categorical",
+        ),
+        (
+            "tasks.1.condition",
+            "purchase",
+            "tasks[1].condition: 'purchase' is not the label of another",
+        ),
         ("tasks.0.type", "multiclass", "tasks[0].type: Input should be 'binary' or 'regression'"),
         ("products.0.of", ["ctr", "dwell"], "products[0].of: 'dwell' is not a binary task"),
         ("tasks.0.label", "price", "tasks[0].label: 'price' is also a feature"),
@@ -72,7 +96,9 @@ def test_duplicate_feature_names_are_rejected() -> None:
 
 def test_a_categorical_needs_exactly_one_table_source() -> None:
     raw = _with("features.0.vocabulary", ["a", "b"])
-    with pytest.raises(SchemaError, match=r"features\[0\]: a categorical feature needs exactly one of"):
+    with pytest.raises(
+        SchemaError, match=r"features\[0\]: a categorical feature needs exactly one of"
+    ):
         Schema.from_dict(raw)
 
 
