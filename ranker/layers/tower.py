@@ -28,9 +28,9 @@ class Tower(keras.layers.Layer):
         super().__init__(**kwargs)
         if task_type not in _TASK_TYPES:
             raise ValueError(f"Tower task_type must be one of {_TASK_TYPES}, got {task_type!r}")
-        if isinstance(hidden, dict):
-            hidden = keras.layers.deserialize(hidden)
-        self.hidden: MLP = hidden if hidden is not None else MLP(units=[])
+        if hidden is None:
+            hidden = MLP(units=[])
+        self.hidden: MLP = keras.layers.deserialize(hidden) if isinstance(hidden, dict) else hidden
         self.task_type = task_type
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
