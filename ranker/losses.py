@@ -13,6 +13,7 @@ class FixedWeights(keras.layers.Layer):
     """sum_k w_k * L_k with fixed weights (the schema's task weights, or the config's)."""
 
     def __init__(self, weights: Mapping[str, float], **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")  # losses stay float32 under mixed precision
         super().__init__(**kwargs)
         bad = {k: v for k, v in weights.items() if v < 0}
         if bad:
@@ -35,6 +36,7 @@ class UncertaintyWeights(keras.layers.Layer):
     """
 
     def __init__(self, names: list[str], **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")  # losses stay float32 under mixed precision
         super().__init__(**kwargs)
         if not names:
             raise ValueError("UncertaintyWeights needs at least one loss name, got []")

@@ -38,6 +38,7 @@ class RankingModel(tfrs.models.Model):
         loss_weighting: LossWeighting = "fixed",
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("autocast", False)  # raw float features are not cast to the compute dtype
         super().__init__(**kwargs)
         self.schema = schema if isinstance(schema, Schema) else Schema.from_dict(schema)
         self.architecture = architecture
@@ -141,6 +142,17 @@ class RankingModel(tfrs.models.Model):
             losses[objective.output] = tf.reduce_sum(per_example) / tf.maximum(rows, 1.0)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return self.loss_weighting(losses) / float(replicas)
+
+    def train_step(self, inputs: Any) -> dict[str, tf.Tensor]:
+        """TFRS's step, but through `optimizer.minimize`, which scales the loss under mixed_float16."""
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+            total = loss + regularization
+        self.optimizer.minimize(total, self.trainable_variables, tape=tape)
+        logs = {metric.name: metric.result() for metric in self.metrics}
+        logs.update(loss=loss, regularization_loss=regularization, total_loss=total)
+        return logs
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -8,11 +8,19 @@ are saved (no optimizer slots), and the result loads with plain TensorFlow: no m
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ranker.keras_compat import tf
 from ranker.model import RankingModel
 from ranker.schema import Feature, Schema
+from training.evaluation import json_safe
 
 SIGNATURE = "serving_default"
 
@@ -55,3 +63,78 @@ def export_saved_model(model: RankingModel, path: str | Path) -> Path:
         servable, str(path), signatures={SIGNATURE: signature.get_concrete_function()}
     )
     return path
+
+
+# ---- versioned exports -------------------------------------------------------------------------
+
+
+def next_version(model_dir: Path) -> int:
+    """One higher than the largest numeric version directory already in `model_dir` (1 if none)."""
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def fingerprint(paths: Iterable[Path]) -> str:
+    """sha256 over the training files' names and contents: which data a model was trained on."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def write_version(
+    model: RankingModel,
+    model_dir: Path,
+    metadata: dict[str, Any],
+    data_files: Iterable[Path],
+    is_chief: bool = True,
+) -> tuple[int, Path]:
+    """Exports the model as MODEL_DIR/VERSION with metadata.json, appearing atomically.
+
+    The SavedModel is written to a hidden temporary directory and renamed into place, so a server
+    polling MODEL_DIR never sees a half-written version. Non-chief workers of a multi-worker job
+    must take part in saving, so they write to a temporary directory that is then removed.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
+    try:
+        export_saved_model(model, staging / "model")
+        if not is_chief:
+            return 0, staging
+        version = next_version(model_dir)
+        full = {
+            "name": model_dir.name,
+            "version": version,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "schema": model.schema.to_dict(),
+            "outputs": model.schema.output_names,
+            "inputs": {
+                name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
+                for name, spec in signature_specs(model.schema).items()
+            },
+            "signature": SIGNATURE,
+            "data_fingerprint": fingerprint(data_files),
+            "versions": _versions(),
+            **metadata,
+        }
+        (staging / "model" / "metadata.json").write_text(json.dumps(json_safe(full), indent=2))
+        target = model_dir / str(version)
+        (staging / "model").rename(target)
+        return version, target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _versions() -> dict[str, str]:
+    import tensorflow_recommenders as tfrs
+
+    from ranker import __version__
+
+    return {
+        "mtrank": __version__,
+        "tensorflow": tf.__version__,
+        "tensorflow_recommenders": tfrs.__version__,
+    }

@@ -28,6 +28,8 @@ class FeatureInputs(keras.layers.Layer):
     """Encodes raw features (see module docstring) into one [B, output_dim] tensor."""
 
     def __init__(self, features: list[Feature] | list[dict[str, Any]], **kwargs: Any) -> None:
+        # raw numerics stay float32 until normalized, also under a mixed-precision policy
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         parsed = [f if isinstance(f, Feature) else Feature.model_validate(f) for f in features]
         if not parsed:
@@ -76,6 +78,7 @@ class FeatureInputs(keras.layers.Layer):
                 initializer="zeros",
                 trainable=False,
                 dtype="float32",
+                experimental_autocast=False,
             )
             self.variances[feature.name] = self.add_weight(
                 name=f"{feature.name}_variance",
@@ -83,6 +86,7 @@ class FeatureInputs(keras.layers.Layer):
                 initializer="ones",
                 trainable=False,
                 dtype="float32",
+                experimental_autocast=False,
             )
         super().build(input_shape)
 

@@ -64,6 +64,10 @@ class ScoreProduct(keras.layers.Layer):
     the product never exceeds any of its factors.
     """
 
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")  # scores stay float32 under mixed precision
+        super().__init__(**kwargs)
+
     def call(self, scores: list[tf.Tensor]) -> tf.Tensor:
         if len(scores) < 2:
             raise ValueError(f"ScoreProduct needs at least 2 scores, got {len(scores)}")

@@ -1,0 +1,67 @@
+"""`mtrank evaluate --model PATH --data FILE`: score a labelled file with an exported model.
+
+PATH is MODELS/NAME (its latest version) or MODELS/NAME/VERSION. The LAST stdout line is
+{TASK: {"auc": .., "logloss": .., "count": .., ...}, ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ranker.errors import MtrankError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        help="MODELS/NAME (latest version) or MODELS/NAME/VERSION",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="a Parquet (or CSV, TFRecord) file with the schema's features and labels",
+    )
+    parser.add_argument("--batch-size", type=int, default=8192)
+
+
+def resolve_version(path: Path) -> Path:
+    """MODELS/NAME/VERSION as given, or the highest numeric version under MODELS/NAME."""
+    if (path / "saved_model.pb").exists():
+        return path
+    versions = sorted(
+        (int(p.name), p)
+        for p in path.glob("*")
+        if p.name.isdigit() and (p / "saved_model.pb").exists()
+    )
+    if not versions:
+        raise MtrankError(
+            f"{path}: no exported model (expected saved_model.pb here or in a numeric version folder)"
+        )
+    return versions[-1][1]
+
+
+def run(args: argparse.Namespace) -> int:
+    version = resolve_version(args.model)
+    metadata_file = version / "metadata.json"
+    if not metadata_file.exists():
+        raise MtrankError(f"{version}: no metadata.json beside saved_model.pb")
+    if not args.data.exists():
+        raise MtrankError(f"{args.data}: no such file")
+
+    import ranker  # noqa: F401  (Keras 2 mode before TensorFlow loads)
+    from ranker.schema import Schema
+    from training.evaluation import evaluate_file, json_safe, saved_model_scorer
+
+    schema = Schema.from_dict(
+        json.loads(metadata_file.read_text())["schema"], source=str(metadata_file)
+    )
+    results, _ = evaluate_file(
+        schema, saved_model_scorer(version), args.data, batch_size=args.batch_size
+    )
+    print(json.dumps(json_safe(results)))
+    return 0

@@ -1,0 +1,89 @@
+"""`mtrank train --data DIR --model NAME --out MODELS`: train, evaluate on test, export a version.
+
+The LAST stdout line is one JSON object:
+{"model": NAME, "version": V, "path": "...", "test": {TASK: {"auc": .., "logloss": .., ...}}}
+Progress and per-epoch metrics go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="directory with schema.yaml and train/val/test splits",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="architecture: single_task, shared_bottom, omoe, mmoe, cgc, ple, esmm, cross_stitch",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="models directory; the export goes to OUT/NAME/VERSION/",
+    )
+    parser.add_argument("--epochs", type=int, help="maximum epochs (overrides the config)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (overrides the config)")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.add_argument(
+        "--config", type=Path, help="YAML training config (hparams, optimizer, early stopping, ...)"
+    )
+    parser.add_argument(
+        "--name", help="export name (default: the architecture), e.g. to keep two ESMM bases apart"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue a killed run from its last finished epoch"
+    )
+    parser.add_argument(
+        "--mixed-precision", action="store_true", help="mixed_float16 on GPU, mixed_bfloat16 on CPU"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ranker.errors import ConfigError
+    from training.config import TrainConfig
+
+    config = TrainConfig.load(args.config)
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
+    for key, value in overrides.items():
+        if value is not None and value < (0 if key == "seed" else 1):
+            raise ConfigError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    if args.mixed_precision:
+        updates["mixed_precision"] = True
+    config = config.model_copy(update=updates)
+    if not (args.data / "schema.yaml").exists():
+        raise ConfigError(
+            f"{args.data}: no schema.yaml (run `mtrank synth --out {args.data}` to make data)"
+        )
+
+    from training.trainer import train
+
+    result = train(
+        args.data,
+        args.model,
+        args.out,
+        config,
+        name=args.name,
+        resume=args.resume,
+        verbose=not args.quiet,
+    )
+    from training.evaluation import json_safe
+
+    summary = {
+        "model": result.name,
+        "version": result.version,
+        "path": str(result.path.resolve()),
+        "test": json_safe(result.test),
+    }
+    print(json.dumps(summary))
+    return 0
