@@ -1,17 +1,19 @@
 """`mtrank features`: the online store's commands.
 
-    mtrank features materialize --data DIR [--redis URL] [--namespace NS] [--keep-stale]
+    mtrank features materialize --data DIR [--redis URL] [--namespace NS] [--ttl SECONDS]
     mtrank features get (--data DIR | --redis URL) --user ID [--items ID,ID,...]
 
 Without `--redis`, the URL comes from REDIS_URL; without either, the store is the embedded one
 under DIR. `materialize` prints progress on stderr and, as its last stdout line, one JSON object
-`{"store", "namespace", "seconds", "user": {"rows", "stale_deleted"}, "item": {...}}`.
-`get` prints the stored rows (null where absent) as one JSON object.
+`{"store", "namespace", "version", "previous_version", "deleted_keys", "seconds",
+"user": {"rows"}, "item": {"rows"}}`: `version` is the version it flipped to.
+`get` prints the stored rows of the live version (null where absent) as one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -23,8 +25,11 @@ from ranker.errors import MtrankError
 
 if TYPE_CHECKING:
     from feature_store.redis_store import RedisOnlineStore
+    from feature_store.store import OnlineFeatures
+    from feature_store.writer import StoreWriter
 
 MATERIALIZE_TIMEOUT_S = 60.0
+GET_TIMEOUT_S = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,9 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mat.add_argument("--data", required=True, type=Path, metavar="DIR", help="data directory")
     _add_store_arguments(mat)
     mat.add_argument(
-        "--keep-stale",
-        action="store_true",
-        help="keep stored entities that are no longer in the files (default: delete them)",
+        "--ttl",
+        type=_positive_int,
+        metavar="SECONDS",
+        help="rows expire this many seconds after they are written (default: never)",
     )
     get = actions.add_parser(
         "get",
@@ -76,6 +82,16 @@ def _namespace(value: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of seconds >= 1, got {value!r}")
+    return number
+
+
 def run(args: argparse.Namespace) -> int:
     from feature_store.errors import StoreUnavailable
 
@@ -95,41 +111,65 @@ def _materialize(args: argparse.Namespace) -> int:
         raise MtrankError(f"{args.data}: no such data directory")
     started = time.monotonic()
     files = load_entity_files(args.data, Schema.load(args.data / "schema.yaml"))
-    with _open(args, create=True, timeout=MATERIALIZE_TIMEOUT_S) as store:
-        reports = write_entity_files(
-            store, files, delete_stale=not args.keep_stale, progress=_Throttled()
-        )
+    with _open_writer(args) as writer:
+        done = write_entity_files(writer, files, progress=_Throttled(), ttl_s=args.ttl)
     summary: dict[str, object] = {
-        "store": store.description,
-        "namespace": store.namespace,
+        "store": writer.description,
+        "namespace": writer.namespace,
+        "version": done.version,
+        "previous_version": done.previous,
+        "deleted_keys": done.deleted_keys,
         "seconds": round(time.monotonic() - started, 3),
     }
-    for report in reports:
-        summary[report.entity] = {"rows": report.rows, "stale_deleted": report.stale_deleted}
+    for report in done.entities:
+        summary[report.entity] = {"rows": report.rows}
     print(json.dumps(summary))
     return 0
 
 
 def _get(args: argparse.Namespace) -> int:
     item_ids = [i for i in args.items.split(",") if i]
-    with _open(args) as store:
-        found = store.get_online_features(args.user, item_ids)
+    found = asyncio.run(_lookup(_open_reader(args), args.user, item_ids))
     print(json.dumps({"user": found.user, "items": dict(zip(item_ids, found.items, strict=True))}))
     return 0
 
 
-def _open(
-    args: argparse.Namespace, *, create: bool = False, timeout: float = 1.0
-) -> RedisOnlineStore:
-    """The store at --redis (or $REDIS_URL), else the embedded store under --data."""
-    from feature_store.redis_store import open_store
+async def _lookup(store: RedisOnlineStore, user_id: str, item_ids: list[str]) -> OnlineFeatures:
+    async with store:
+        return await store.get_online_features(user_id, item_ids)
 
+
+def _url(args: argparse.Namespace) -> str | None:
+    """--redis, else $REDIS_URL, else None (the embedded store under --data)."""
     url = args.redis or os.environ.get("REDIS_URL") or None
     if url is None and args.data is None:
         raise MtrankError("give --data DIR (embedded store) or --redis URL (or set REDIS_URL)")
-    data_dir = None if url else args.data
-    return open_store(
-        url=url, data_dir=data_dir, create=create, namespace=args.namespace, timeout=timeout
+    return url
+
+
+def _open_writer(args: argparse.Namespace) -> StoreWriter:
+    from feature_store.writer import open_writer
+
+    url = _url(args)
+    return open_writer(
+        url=url,
+        data_dir=None if url else args.data,
+        namespace=args.namespace,
+        timeout=MATERIALIZE_TIMEOUT_S,
+    )
+
+
+def _open_reader(args: argparse.Namespace) -> RedisOnlineStore:
+    from feature_store.cache import CacheConfig
+    from feature_store.redis_store import open_async_store
+
+    url = _url(args)
+    return open_async_store(
+        url=url,
+        data_dir=None if url else args.data,
+        namespace=args.namespace,
+        timeout=GET_TIMEOUT_S,
+        cache=CacheConfig.off(),
     )
 
 

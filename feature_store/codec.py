@@ -1,9 +1,16 @@
-"""How entities are laid out in Redis: one key per entity, one msgpack map per key.
+"""How entities are laid out in Redis: versioned tables, one key per entity, one msgpack map each.
 
 Key format, pinned byte for byte by the tests (change it only together with a migration)::
 
-    {namespace}:{entity}:{entity_id}        e.g. b"mtrank:user:u42", b"mtrank:item:1007"
-    {namespace}:meta                        JSON: what was materialized, when, from where
+    {namespace}:current                     the live version N, in ASCII decimal: b"7"
+    {namespace}:version                     INCR counter that hands out version numbers
+    {namespace}:v{N}:user:{user_id}         e.g. b"mtrank:v7:user:u42"
+    {namespace}:v{N}:item:{item_id}         e.g. b"mtrank:v7:item:1007"
+    {namespace}:v{N}:meta                   JSON: what version N holds, when and from where
+
+A materialization writes version N = INCR {namespace}:version, then sets {namespace}:current to N
+(a compare-and-set that only moves forward), then deletes every older version. Readers resolve
+`current` in the same round trip as their MGET, so they never see a half-written version.
 
 The value of an entity key is a msgpack map `{feature_name: raw_value}` holding the entity's
 stored features in the raw conventions of `ranker.schema` (categorical: str, numeric: float32,
@@ -37,19 +44,57 @@ def check_namespace(namespace: str) -> str:
     return namespace
 
 
-def entity_prefix(namespace: str, entity: StoredEntity) -> bytes:
-    """The bytes every key of `entity` starts with: b"{namespace}:{entity}:"."""
-    return f"{namespace}:{entity}:".encode()
+def pointer_key(namespace: str) -> bytes:
+    """The key holding the live version number: b"{namespace}:current"."""
+    return f"{namespace}:current".encode()
 
 
-def entity_key(namespace: str, entity: StoredEntity, entity_id: str) -> bytes:
-    """The Redis key of one entity: b"{namespace}:{entity}:{entity_id}" (id in UTF-8)."""
-    return f"{namespace}:{entity}:{entity_id}".encode()
+def counter_key(namespace: str) -> bytes:
+    """The counter that hands out version numbers: b"{namespace}:version"."""
+    return f"{namespace}:version".encode()
 
 
-def meta_key(namespace: str) -> bytes:
-    """The Redis key of the materialization record of `namespace`."""
-    return f"{namespace}:meta".encode()
+def version_prefix(namespace: str, version: int) -> bytes:
+    """The bytes every key of one version starts with: b"{namespace}:v{version}:"."""
+    return f"{namespace}:v{version}:".encode()
+
+
+def versions_pattern(namespace: str) -> bytes:
+    """A SCAN pattern matching the keys of every version of `namespace`."""
+    return f"{namespace}:v[0-9]*:*".encode()
+
+
+def key_version(namespace: str, key: bytes) -> int | None:
+    """The N of a key b"{namespace}:v{N}:...", or None if `key` is not a versioned key."""
+    head = f"{namespace}:v".encode()
+    if not key.startswith(head):
+        return None
+    digits, sep, _ = key[len(head) :].partition(b":")
+    return int(digits) if sep and digits.isdigit() else None
+
+
+def entity_prefix(namespace: str, version: int, entity: StoredEntity) -> bytes:
+    """The bytes every key of `entity` in `version` starts with: b"{namespace}:v{N}:{entity}:"."""
+    return version_prefix(namespace, version) + f"{entity}:".encode()
+
+
+def entity_key(namespace: str, version: int, entity: StoredEntity, entity_id: str) -> bytes:
+    """The Redis key of one entity: b"{namespace}:v{N}:{entity}:{entity_id}" (id in UTF-8)."""
+    return entity_prefix(namespace, version, entity) + entity_id.encode()
+
+
+def meta_key(namespace: str, version: int) -> bytes:
+    """The key of the materialization record of one version: b"{namespace}:v{N}:meta"."""
+    return version_prefix(namespace, version) + b"meta"
+
+
+def parse_version(blob: bytes | str | None, key: bytes) -> int | None:
+    """The version stored at the pointer key (None when nothing was ever flipped)."""
+    if blob is None:
+        return None
+    if not blob.isdigit():
+        raise CorruptValue(f"value at {key.decode(errors='replace')!r} is not a version: {blob!r}")
+    return int(blob)
 
 
 def encode_row(row: Mapping[str, Value]) -> bytes:

@@ -54,7 +54,7 @@ class EmbeddedRedis:
         self.directory = Path(directory)
         self.socket_path = _socket_path(self.directory)
         self._process: subprocess.Popen[bytes] | None = None
-        self._client_name = f"mtrank-{os.getpid()}-{id(self):x}"
+        self.client_name = f"mtrank-{os.getpid()}-{id(self):x}"
 
     @property
     def url(self) -> str:
@@ -76,7 +76,7 @@ class EmbeddedRedis:
             unix_socket_path=str(self.socket_path),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            client_name=self._client_name,
+            client_name=self.client_name,
             retry=retry or Retry(NoBackoff(), retries=0),
         )
 
@@ -132,7 +132,7 @@ class EmbeddedRedis:
         """SHUTDOWN SAVE if no other client is connected; True if the server is now gone."""
         client = self.client(timeout=START_TIMEOUT_S)
         try:
-            others = [c for c in client.client_list() if c.get("name") != self._client_name]
+            others = [c for c in client.client_list() if c.get("name") != self.client_name]
             if others:
                 return False
             client.shutdown(save=True)

@@ -3,13 +3,16 @@
 `load_entity_files` reads and checks the file of every stored entity (user, item) that the schema
 has features for: missing file or column, wrong column type, null or duplicate key all raise a
 `DataFileError` naming the file, column and key, before anything is written. `write_entity_files`
-then writes the rows in batches, deletes rows an earlier materialization left whose ids are no
-longer in the files (so the store mirrors them), writes the namespace's metadata record and
-persists the store. `materialize` does both.
+then writes the rows in batches into a new version of the tables, records its metadata, flips the
+live version to it, deletes the older versions (the one just replaced, and any version an
+interrupted materialization left behind) and persists the store. Until the flip, readers see the
+previous version, complete; a materialization that fails deletes what it wrote. Running it twice
+on the same files leaves the same rows (under a new version number). `materialize` does both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,9 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from feature_store.codec import Row, StoredEntity
-from feature_store.errors import DataFileError
-from feature_store.redis_store import RedisOnlineStore
+from feature_store.errors import DataFileError, FeatureStoreError
 from feature_store.values import check_type, column_values, strings
+from feature_store.writer import StoreWriter
 from ranker.schema import Feature, Schema
 
 ENTITY_FILES: dict[StoredEntity, str] = {"user": "users.parquet", "item": "items.parquet"}
@@ -51,20 +54,29 @@ class EntityReport:
 
     entity: StoredEntity
     rows: int
-    stale_deleted: int
+
+
+@dataclass(frozen=True)
+class Materialization:
+    """What a materialization did: the version it flipped to and what it replaced."""
+
+    version: int
+    previous: int | None
+    entities: list[EntityReport]
+    deleted_keys: int  # keys of older versions deleted after the flip
 
 
 def materialize(
-    store: RedisOnlineStore,
+    writer: StoreWriter,
     data_dir: str | Path,
     schema: Schema,
     *,
-    delete_stale: bool = True,
     progress: Progress | None = None,
-) -> list[EntityReport]:
-    """Load the entity files of `data_dir` into `store`; return one report per loaded entity."""
+    ttl_s: int | None = None,
+) -> Materialization:
+    """Load the entity files of `data_dir` into a new version of `writer`'s tables and flip to it."""
     files = load_entity_files(data_dir, schema)
-    return write_entity_files(store, files, delete_stale=delete_stale, progress=progress)
+    return write_entity_files(writer, files, progress=progress, ttl_s=ttl_s)
 
 
 def load_entity_files(data_dir: str | Path, schema: Schema) -> list[EntityFile]:
@@ -74,30 +86,44 @@ def load_entity_files(data_dir: str | Path, schema: Schema) -> list[EntityFile]:
 
 
 def write_entity_files(
-    store: RedisOnlineStore,
+    writer: StoreWriter,
     files: list[EntityFile],
     *,
-    delete_stale: bool = True,
     progress: Progress | None = None,
-) -> list[EntityReport]:
-    """Write every row of `files`, delete stale rows, record what was loaded, persist."""
+    ttl_s: int | None = None,
+) -> Materialization:
+    """Write every row of `files` into a new version, flip to it, delete older versions, persist.
+
+    `ttl_s`: rows expire that many seconds after they are written (default: never).
+    """
     started = time.monotonic()
-    reports = []
-    for file in files:
-        current: set[str] = set()
-        for rows in _rows(file):
-            store.write(file.entity, rows)
-            current.update(entity_id for entity_id, _ in rows)
-            if progress is not None:
-                progress(file.entity, len(current), file.table.num_rows)
-        stale = 0
-        if delete_stale:
-            old = [i for i in store.entity_ids(file.entity) if i not in current]
-            stale = store.delete(file.entity, old)
-        reports.append(EntityReport(file.entity, len(current), stale))
-    store.write_metadata(_record(files, time.monotonic() - started))
-    store.persist()
-    return reports
+    version = writer.begin()
+    try:
+        reports = [_write(writer, version, file, progress, ttl_s) for file in files]
+        writer.write_metadata(version, _record(files, version, time.monotonic() - started))
+    except BaseException:
+        with contextlib.suppress(FeatureStoreError):  # else the next materialization deletes it
+            writer.discard(version)
+        raise
+    previous = writer.flip(version)
+    deleted = writer.delete_versions_below(version)
+    writer.persist()
+    return Materialization(version, previous, reports, deleted)
+
+
+def _write(
+    writer: StoreWriter,
+    version: int,
+    file: EntityFile,
+    progress: Progress | None,
+    ttl_s: int | None,
+) -> EntityReport:
+    written = 0
+    for rows in _rows(file):
+        written += writer.write(version, file.entity, rows, ttl_s=ttl_s)
+        if progress is not None:
+            progress(file.entity, written, file.table.num_rows)
+    return EntityReport(file.entity, written)
 
 
 def _load(path: Path, schema: Schema, entity: StoredEntity) -> EntityFile:
@@ -154,10 +180,11 @@ def _rows(file: EntityFile) -> Iterator[list[tuple[str, Row]]]:
         yield rows
 
 
-def _record(files: list[EntityFile], seconds: float) -> dict[str, Any]:
+def _record(files: list[EntityFile], version: int, seconds: float) -> dict[str, Any]:
     """The metadata record: when, and which file, key and features each entity came from."""
     return {
-        "format": 1,
+        "format": 2,
+        "version": version,
         "materialized_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "entities": {

@@ -1,230 +1,228 @@
-"""The Redis implementation of the online store (embedded redis-server or any Redis URL).
+"""The online store serving reads: Redis through redis-py's asyncio API, with an in-process cache.
 
-Reads are one MGET per request (user key first, then every item key) and a msgpack decode per
-row. Connection failures surface as `StoreUnavailable` fast: redis-py's retries with backoff are
-off (the connection pool already replaces a connection that went stale across a Redis restart),
-and after a failure the store refuses further calls for `retry_after` seconds without touching
-the network, so while Redis is dead or hung, requests in degraded mode do not each wait for a
-`timeout`. `ping` always tries, and ends that cool-down when Redis is back.
+A lookup is one round trip: a MULTI/EXEC transaction of `GET {namespace}:current` and one MGET of
+the user's and the items' keys in the version this store last saw. When the pointer says a newer
+version went live, the store forgets its cached rows and reads again from that version (once per
+flip), so a reader never mixes two versions nor reads one that was deleted under it.
+
+Failures surface as `StoreUnavailable` within `timeout` (default 50 ms) so that serving degrades
+instead of hanging: the whole lookup runs under `asyncio.timeout` (a command that met a dead
+pooled connection is resent once, at once, inside that budget), and after a failure the store refuses calls for `retry_after` seconds without touching the
+network, so while Redis is down or hung, requests in degraded mode do not each wait `timeout`.
+`ping` always tries (it is the readiness probe) and ends that cool-down. Connections that died
+with a Redis restart are replaced by the pool on their next use: the same store object resumes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
-from itertools import islice
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+import redis.asyncio
 
-from feature_store.codec import (
-    DEFAULT_NAMESPACE,
-    Row,
-    StoredEntity,
-    check_namespace,
-    decode_row,
-    encode_row,
-    entity_key,
-    entity_prefix,
-    meta_key,
-)
-from feature_store.embedded import EmbeddedRedis, store_path
-from feature_store.errors import StoreConfigError, StoreUnavailable
+from feature_store.cache import CacheConfig, EntityCache
+from feature_store.codec import DEFAULT_NAMESPACE, check_namespace, meta_key, parse_version
+from feature_store.codec import pointer_key as _pointer_key
+from feature_store.connection import locate
+from feature_store.embedded import EmbeddedRedis
+from feature_store.errors import StoreUnavailable
+from feature_store.lookup import Lookup
 from feature_store.store import OnlineFeatures
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT_S = 1.0
+DEFAULT_TIMEOUT_S = 0.050
 DEFAULT_RETRY_AFTER_S = 1.0
-WRITE_BATCH = 1000
+MAX_FLIPS_PER_LOOKUP = 3  # versions flipping faster than a lookup reads are a misconfiguration
+POINTER_CHECK_S = 1.0
 
 
 class RedisOnlineStore:
-    """An `OnlineStore` over a redis-py client; `open_store` builds one from a URL or a directory.
+    """An `OnlineStore` over an asyncio redis-py client; `open_async_store` builds one.
 
     `description` names the store in messages (the URL without its password, or the directory).
-    `embedded` is the server this store started or attached to, stopped (if unused) on `close`.
+    `embedded` is the server this store started or attached to, stopped (if unused) on `aclose`.
+    `version` is the table version the last lookup read (None before, or if none is live).
+    A lookup the caches answer entirely skips Redis, unless the pointer was last read more than
+    `pointer_check_s` seconds ago: then it reads the pointer, so flips are seen within that time.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.asyncio.Redis,
         *,
         namespace: str = DEFAULT_NAMESPACE,
         description: str = "redis",
+        timeout: float = DEFAULT_TIMEOUT_S,
         retry_after: float = DEFAULT_RETRY_AFTER_S,
+        cache: CacheConfig | None = None,
         embedded: EmbeddedRedis | None = None,
     ) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         if retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {retry_after}")
         self.namespace = check_namespace(namespace)
         self.description = description
+        self.timeout = timeout
         self.retry_after = retry_after
         self.embedded = embedded
+        self.version: int | None = None
+        cache = cache if cache is not None else CacheConfig()
+        self.user_cache = None if cache.user is None else EntityCache(cache.user)
+        self.item_cache = None if cache.item is None else EntityCache(cache.item)
         self._client = client
+        self.pointer_check_s = POINTER_CHECK_S
+        self._pointer = _pointer_key(namespace)
+        self._pointer_read_at = 0.0
         self._down_until = 0.0
-        self._user_prefix = entity_prefix(namespace, "user")
-        self._item_prefix = entity_prefix(namespace, "item")
 
     # ---- reads (the hot path) ----------------------------------------------------------------
 
-    def get_online_features(self, user_id: str, item_ids: Sequence[str]) -> OnlineFeatures:
-        """Read one user and all `item_ids` with one MGET; absent rows come back as None."""
-        keys = [self._user_prefix + user_id.encode()]
-        keys += [self._item_prefix + item_id.encode() for item_id in item_ids]
-        rows = self._mget(keys)
-        return OnlineFeatures(user_id, item_ids, rows[0], rows[1:])
+    async def get_online_features(self, user_id: str, item_ids: Sequence[str]) -> OnlineFeatures:
+        """Read one user and all `item_ids` in one round trip; absent rows come back as None.
 
-    def read(self, entity: StoredEntity, entity_ids: Sequence[str]) -> list[Row | None]:
-        """The stored rows of `entity_ids` (None where absent), in order, with one MGET."""
-        keys = [entity_key(self.namespace, entity, entity_id) for entity_id in entity_ids]
-        return self._mget(keys) if keys else []
+        Raises StoreUnavailable when Redis does not answer within `timeout`.
+        """
+        return await self._call(self._lookup, user_id, item_ids)
 
-    def metadata(self) -> dict[str, Any] | None:
-        """The record `write_metadata` left, or None if this namespace was never materialized."""
-        blob = self._call(self._client.get, meta_key(self.namespace))
-        return None if blob is None else json.loads(blob)
+    async def metadata(self) -> dict[str, Any] | None:
+        """The record of the live version's materialization, None if nothing was materialized."""
+        return await self._call(self._metadata)
 
-    def ping(self) -> None:
+    async def ping(self) -> None:
         """Return if Redis answers (ending the cool-down of a failure), else StoreUnavailable."""
         self._down_until = 0.0
-        self._call(self._client.ping)
+        await self._call(self._client.ping)
 
-    # ---- writes (materialization) ------------------------------------------------------------
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        """Per cached entity kind: hits, misses, hit_ratio and size, for serving's metrics."""
+        caches = {"user": self.user_cache, "item": self.item_cache}
+        return {
+            entity: {
+                "hits": cache.hits,
+                "misses": cache.misses,
+                "hit_ratio": cache.hit_ratio,
+                "size": len(cache),
+            }
+            for entity, cache in caches.items()
+            if cache is not None
+        }
 
-    def write(self, entity: StoredEntity, rows: Iterable[tuple[str, Row]]) -> int:
-        """Store `(entity_id, row)` pairs with pipelined MSETs of `WRITE_BATCH` keys each."""
-        written = 0
-        rows = iter(rows)
-        while batch := list(islice(rows, WRITE_BATCH)):
-            mapping = {entity_key(self.namespace, entity, i): encode_row(row) for i, row in batch}
-            self._call(self._client.mset, mapping)
-            written += len(batch)
-        return written
-
-    def entity_ids(self, entity: StoredEntity) -> list[str]:
-        """Every id stored for `entity` (SCAN, so it does not block Redis on large stores)."""
-        prefix = entity_prefix(self.namespace, entity)
-        keys: list[bytes] = self._call(_scan, self._client, prefix + b"*")
-        return [key[len(prefix) :].decode() for key in keys]
-
-    def delete(self, entity: StoredEntity, entity_ids: Iterable[str]) -> int:
-        """Delete the rows of `entity_ids`; return how many existed."""
-        deleted = 0
-        ids = iter(entity_ids)
-        while batch := list(islice(ids, WRITE_BATCH)):
-            keys = [entity_key(self.namespace, entity, i) for i in batch]
-            deleted += int(self._call(self._client.delete, *keys))
-        return deleted
-
-    def write_metadata(self, record: dict[str, Any]) -> None:
-        """Replace this namespace's materialization record (a JSON object)."""
-        blob = json.dumps(record, sort_keys=True).encode()
-        self._call(self._client.set, meta_key(self.namespace), blob)
-
-    def persist(self) -> None:
-        """Make the writes durable: SAVE for the embedded store; a URL's Redis persists itself."""
-        if self.embedded is not None:
-            self._call(self._client.save)
-
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Close the connections, then stop the embedded server if no other process uses it."""
-        self._client.close()
+        await self._client.aclose()
         if self.embedded is not None:
-            self.embedded.stop()
+            await asyncio.to_thread(self.embedded.stop)
 
-    def __enter__(self) -> RedisOnlineStore:
+    async def __aenter__(self) -> RedisOnlineStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _mget(self, keys: list[bytes]) -> list[Row | None]:
-        """The decoded rows at `keys` (None where absent), fetched with one MGET."""
-        blobs: list[Any] = self._call(self._client.mget, keys)  # bytes or None
-        return [
-            None if blob is None else decode_row(blob, key)
-            for key, blob in zip(keys, blobs, strict=True)
-        ]
+    async def _lookup(self, user_id: str, item_ids: Sequence[str]) -> OnlineFeatures:
+        lookup = self._plan(user_id, item_ids)
+        if lookup.complete and time.monotonic() - self._pointer_read_at < self.pointer_check_s:
+            return lookup.finish(self.version, [], [])
+        if self.version is None:  # first lookup, or nothing live yet: learn the version first
+            # (the caches hold nothing while no version is known: `lookup` stays valid)
+            self._observe(parse_version(await self._client.get(self._pointer), self._pointer))
+            self._pointer_read_at = time.monotonic()
+        for _ in range(MAX_FLIPS_PER_LOOKUP):
+            version = self.version
+            if version is None:
+                return lookup.finish(None, [], [])
+            keys = lookup.keys(self.namespace, version)
+            if keys:
+                async with self._client.pipeline(transaction=True) as pipe:
+                    pipe.get(self._pointer)
+                    pipe.mget(keys)
+                    pointer, blobs = await pipe.execute()
+            else:  # the caches hold every row: only check that they are still current
+                pointer, blobs = await self._client.get(self._pointer), []
+            self._pointer_read_at = time.monotonic()
+            live = parse_version(pointer, self._pointer)
+            if live == version:
+                return lookup.finish(version, keys, blobs)
+            self._observe(live)  # flipped since the last lookup: read the live version instead
+            lookup = self._plan(user_id, item_ids)
+        raise StoreUnavailable(
+            f"{self.description}: namespace {self.namespace!r} changed version "
+            f"{MAX_FLIPS_PER_LOOKUP} times during one lookup"
+        )
 
-    def _call(self, command: Callable[..., T], *args: Any) -> T:
-        """`command(*args)`, with connection failures turned into StoreUnavailable."""
+    async def _metadata(self) -> dict[str, Any] | None:
+        live = parse_version(await self._client.get(self._pointer), self._pointer)
+        if live is None:
+            return None
+        blob = await self._client.get(meta_key(self.namespace, live))
+        return None if blob is None else json.loads(blob)
+
+    def _plan(self, user_id: str, item_ids: Sequence[str]) -> Lookup:
+        return Lookup(user_id, item_ids, user_cache=self.user_cache, item_cache=self.item_cache)
+
+    def _observe(self, version: int | None) -> None:
+        """Remember the live version; a new one invalidates every cached row."""
+        if version == self.version and version is not None:
+            return
+        self.version = version
+        for cache in (self.user_cache, self.item_cache):
+            if cache is not None:
+                cache.reset(version)
+
+    async def _call(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`await operation(*args)` within `timeout`; failures become StoreUnavailable."""
         now = time.monotonic()
         if now < self._down_until:
             raise StoreUnavailable(
                 f"{self.description}: unreachable, next try {self._down_until - now:.1f} s from now"
             )
         try:
-            return command(*args)
+            async with asyncio.timeout(self.timeout):
+                return await operation(*args)
+        except TimeoutError:
+            self._down_until = now + self.retry_after
+            raise StoreUnavailable(
+                f"{self.description}: no answer within {self.timeout * 1e3:.0f} ms"
+            ) from None
         except (redis.ConnectionError, redis.TimeoutError) as err:
             self._down_until = now + self.retry_after
             raise StoreUnavailable(f"{self.description}: {err}") from err
 
 
-def open_store(
+def open_async_store(
     *,
     url: str | None = None,
     data_dir: str | Path | None = None,
-    create: bool = False,
     namespace: str = DEFAULT_NAMESPACE,
     timeout: float = DEFAULT_TIMEOUT_S,
+    cache: CacheConfig | None = None,
     retry_after: float = DEFAULT_RETRY_AFTER_S,
 ) -> RedisOnlineStore:
-    """Open the store at a Redis `url`, or the embedded store of `data_dir` (exactly one of them).
+    """The store at a Redis `url` (`redis://`, `rediss://`, `unix://`; password and db in the URL),
+    or the embedded store that `mtrank features materialize --data DIR` filled (exactly one).
 
-    An embedded store that was never materialized is an error unless `create` (materialization
-    passes it): a mistyped `--store DIR` should not serve defaults silently. `timeout` bounds
-    every socket operation in seconds. A URL is not contacted before the first call; the embedded
-    store starts (or attaches to) its server here.
+    A URL is not contacted before the first call; the embedded store starts (or attaches to) its
+    server here, and a directory never materialized is a StoreConfigError. `timeout` (seconds)
+    bounds every call; `cache` picks the in-process caches (default `CacheConfig()`: users and
+    items, 10,000 rows each; `CacheConfig.off()` for none).
     """
-    if (url is None) == (data_dir is None):
-        raise ValueError("open_store needs exactly one of url= or data_dir=")
     check_namespace(namespace)
-    retry = Retry(NoBackoff(), retries=0)
-    if url is not None:
-        try:
-            client = redis.Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry
-            )
-        except ValueError as err:
-            raise StoreConfigError(f"bad Redis URL {redact(url)!r}: {err}") from None
-        return RedisOnlineStore(
-            client, namespace=namespace, description=redact(url), retry_after=retry_after
-        )
-    assert data_dir is not None
-    embedded = EmbeddedRedis(store_path(data_dir))
-    if not create and not embedded.db_path.exists():
-        raise StoreConfigError(
-            f"{data_dir}: no embedded online store here; run `mtrank features materialize "
-            f"--data {data_dir}` first"
-        )
-    embedded.start()
-    client = embedded.client(timeout, retry)
+    endpoint = locate(url=url, data_dir=data_dir)
     return RedisOnlineStore(
-        client,
+        endpoint.async_client(timeout),
         namespace=namespace,
-        description=f"embedded store {embedded.directory.resolve()}",
+        description=endpoint.description,
+        timeout=timeout,
         retry_after=retry_after,
-        embedded=embedded,
+        cache=cache,
+        embedded=endpoint.embedded,
     )
-
-
-def redact(url: str) -> str:
-    """`url` with its password replaced by '***', for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
-
-
-def _scan(client: redis.Redis, pattern: bytes) -> list[bytes]:
-    return list(client.scan_iter(match=pattern, count=5000))

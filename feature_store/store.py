@@ -3,17 +3,18 @@
 Serving calls `get_online_features(user_id, item_ids)` once per request. An implementation fetches
 the user and every candidate item in one round trip and returns `OnlineFeatures`, whose `columns`
 turns the stored rows into one list of raw values per model feature, defaults filled in. When the
-store cannot be reached it raises `StoreUnavailable`; serving then uses
-`OnlineFeatures.unavailable(...)`, which is all defaults and marked degraded.
+store cannot be reached in time it raises `StoreUnavailable`; serving then uses
+`OnlineFeatures.unavailable(...)`, which is all defaults and marked degraded. Rows may be shared
+with the store's in-process cache: read them, never mutate them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from feature_store.codec import Row, StoredEntity, Value
+from feature_store.codec import Row, Value
 from ranker.schema import Schema
 
 
@@ -73,24 +74,23 @@ class OnlineFeatures:
 
 
 class OnlineStore(Protocol):
-    """An online feature store: entity rows written by materialization, read per request."""
+    """What serving asks of an online feature store (`RedisOnlineStore` is the implementation).
 
-    def get_online_features(self, user_id: str, item_ids: Sequence[str]) -> OnlineFeatures:
+    Rows are written by materialization (`feature_store.writer`), read here per request.
+    """
+
+    async def get_online_features(self, user_id: str, item_ids: Sequence[str]) -> OnlineFeatures:
         """Read one user and all `item_ids` in one round trip; raise StoreUnavailable when down."""
         ...
 
-    def write(self, entity: StoredEntity, rows: Iterable[tuple[str, Row]]) -> int:
-        """Store `(entity_id, row)` pairs, replacing existing rows; return how many were written."""
+    async def metadata(self) -> dict[str, Any] | None:
+        """The record of the live materialization, or None if nothing was materialized."""
         ...
 
-    def metadata(self) -> dict[str, Any] | None:
-        """The record of the last materialization, or None if nothing was materialized."""
-        ...
-
-    def ping(self) -> None:
+    async def ping(self) -> None:
         """Return if the store answers, raise StoreUnavailable if not."""
         ...
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Release connections (and stop an embedded server nobody else uses)."""
         ...

@@ -1,26 +1,24 @@
-"""Fixtures for the feature store tests: a real Redis, and small data directories.
+"""Fixtures for the feature store tests: writers and readers on the session's Redis, data dirs.
 
-The Redis is the one at REDIS_URL when that is set (CI's second pass runs these tests against
-Debian's redis-server), else an embedded redis-server started once for the session. Each test
-gets its own key namespace and its keys are deleted afterwards: a REDIS_URL database is never
-flushed.
+`redis_url`, `namespace` and `raw_redis` come from tests/conftest.py. Readers are asyncio objects:
+a test opens one (`reader()`) and uses it inside a single `asyncio.run`, since redis-py's asyncio
+connections belong to the event loop that made them.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import redis
 
-from feature_store.embedded import EmbeddedRedis
-from feature_store.redis_store import RedisOnlineStore, open_store
+from feature_store.cache import CacheConfig
+from feature_store.codec import Row, StoredEntity
+from feature_store.redis_store import RedisOnlineStore, open_async_store
+from feature_store.writer import StoreWriter, open_writer
 from ranker.schema import Schema
 
 SCHEMA: dict[str, Any] = {
@@ -43,46 +41,49 @@ SCHEMA: dict[str, Any] = {
     "tasks": [{"name": "ctr", "label": "click"}],
 }
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "redis: talks to a Redis server (REDIS_URL or embedded)")
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """REDIS_URL if set, else the URL of an embedded redis-server living for the session."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    with EmbeddedRedis(tmp_path_factory.mktemp("redis") / "online_store") as server:
-        yield server.url
+TEST_TIMEOUT_S = 5.0  # functional tests on a busy machine: not the 50 ms serving default
 
 
 @pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    """A fresh key namespace; every key under it is deleted after the test."""
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
-def store(redis_url: str, namespace: str) -> Iterator[RedisOnlineStore]:
-    with open_store(url=redis_url, namespace=namespace) as opened:
+def writer(redis_url: str, namespace: str) -> Iterator[StoreWriter]:
+    with open_writer(url=redis_url, namespace=namespace) as opened:
         yield opened
 
 
 @pytest.fixture
-def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
-    """A plain redis-py client of the same server, to look at keys as they are stored."""
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
+def reader(redis_url: str, namespace: str) -> Callable[..., RedisOnlineStore]:
+    """`reader(cache=..., timeout=...)`: a new async store on the test's namespace, cache off."""
+
+    def open_reader(
+        cache: CacheConfig | None = None, timeout: float = TEST_TIMEOUT_S
+    ) -> RedisOnlineStore:
+        return open_async_store(
+            url=redis_url,
+            namespace=namespace,
+            timeout=timeout,
+            cache=cache or CacheConfig.off(),
+        )
+
+    return open_reader
+
+
+Tables = Mapping[StoredEntity, Sequence[tuple[str, Row]]]
+
+
+@pytest.fixture
+def publish(writer: StoreWriter) -> Callable[[Tables], int]:
+    """`publish({"user": [(id, row), ...], "item": [...]})`: write a new version, flip to it,
+    delete older versions; returns the version."""
+
+    def write_and_flip(tables: Tables) -> int:
+        version = writer.begin()
+        for entity, rows in tables.items():
+            writer.write(version, entity, rows)
+        writer.flip(version)
+        writer.delete_versions_below(version)
+        return version
+
+    return write_and_flip
 
 
 @pytest.fixture

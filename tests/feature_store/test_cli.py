@@ -15,8 +15,6 @@ import redis
 
 from training.cli import main
 
-pytestmark = pytest.mark.redis
-
 MakeDir = Callable[..., Path]
 
 
@@ -39,10 +37,19 @@ def test_materialize_into_the_embedded_store_then_get_from_another_process(
     assert main(["features", "materialize", "--data", str(data)]) == 0
     out, err = capsys.readouterr()
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["user"] == {"rows": 3, "stale_deleted": 0}
-    assert summary["item"] == {"rows": 2, "stale_deleted": 0}
+    assert summary["user"] == {"rows": 3}
+    assert summary["item"] == {"rows": 2}
+    assert (summary["version"], summary["previous_version"], summary["deleted_keys"]) == (
+        1,
+        None,
+        0,
+    )
     assert summary["store"] == f"embedded store {(data / 'online_store').resolve()}"
     assert "items: 2/2 rows" in err  # progress goes to stderr
+
+    assert main(["features", "materialize", "--data", str(data)]) == 0  # again: flips to 2
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["version"], summary["previous_version"], summary["deleted_keys"]) == (2, 1, 6)
 
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     command = [sys.executable, "-m", "training.cli", "features", "get", "--data", str(data)]
@@ -70,10 +77,17 @@ def test_materialize_goes_to_redis_url_when_set(
 ) -> None:
     monkeypatch.setenv("REDIS_URL", redis_url)
     data = make_data_dir(tmp_path / "data")
-    assert main(["features", "materialize", "--data", str(data), "--namespace", namespace]) == 0
+    args = ["features", "materialize", "--data", str(data), "--namespace", namespace]
+    assert main([*args, "--ttl", "3600"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["namespace"] == namespace
     assert not (data / "online_store").exists()
-    assert redis.Redis.from_url(redis_url).exists(f"{namespace}:user:1") == 1
+    client = redis.Redis.from_url(redis_url)
+    assert client.get(f"{namespace}:current") == b"1"
+    assert 0 < client.ttl(f"{namespace}:v1:user:1") <= 3600
+    client.close()
+
+    assert main(["features", "get", "--namespace", namespace, "--user", "2", "--items", "i2"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"user": {"segment": "b"}, "items": {"i2": {}}}
 
 
 @pytest.mark.parametrize(
@@ -109,6 +123,16 @@ def test_a_bad_column_is_one_line_naming_file_and_column(
     assert main(["features", "materialize", "--data", str(data)]) == 2
     assert f"{data}/items.parquet: no column 'price'" in _error_line(capsys)
     assert not (data / "online_store").exists()  # checked before the store is opened
+
+
+@pytest.mark.parametrize("ttl", ["0", "soon"])
+def test_a_bad_ttl_is_a_usage_error(
+    ttl: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["features", "materialize", "--data", str(tmp_path), "--ttl", ttl])
+    assert exit_.value.code == 2
+    assert f"--ttl: must be a whole number of seconds >= 1, got '{ttl}'" in capsys.readouterr().err
 
 
 def test_a_bad_namespace_is_a_usage_error(

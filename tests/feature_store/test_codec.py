@@ -6,21 +6,47 @@ import pytest
 
 from feature_store.codec import (
     check_namespace,
+    counter_key,
     decode_row,
     encode_row,
     entity_key,
     entity_prefix,
+    key_version,
     meta_key,
+    parse_version,
+    pointer_key,
+    version_prefix,
+    versions_pattern,
 )
 from feature_store.errors import CorruptValue
 
 
-def test_keys_are_namespace_entity_id() -> None:
-    assert entity_key("mtrank", "user", "u42") == b"mtrank:user:u42"
-    assert entity_key("mtrank", "item", "1007") == b"mtrank:item:1007"
-    assert entity_key("shop-eu", "item", "caf\u00e9:1") == b"shop-eu:item:caf\xc3\xa9:1"
-    assert entity_prefix("mtrank", "item") == b"mtrank:item:"
-    assert meta_key("mtrank") == b"mtrank:meta"
+def test_keys_are_namespace_version_entity_id() -> None:
+    assert entity_key("mtrank", 7, "user", "u42") == b"mtrank:v7:user:u42"
+    assert entity_key("mtrank", 12, "item", "1007") == b"mtrank:v12:item:1007"
+    assert entity_key("shop-eu", 1, "item", "caf\u00e9:1") == b"shop-eu:v1:item:caf\xc3\xa9:1"
+    assert entity_prefix("mtrank", 7, "item") == b"mtrank:v7:item:"
+    assert version_prefix("mtrank", 7) == b"mtrank:v7:"
+    assert meta_key("mtrank", 7) == b"mtrank:v7:meta"
+    assert pointer_key("mtrank") == b"mtrank:current"
+    assert counter_key("mtrank") == b"mtrank:version"
+    assert versions_pattern("mtrank") == b"mtrank:v[0-9]*:*"
+
+
+def test_the_version_of_a_key_is_read_back_and_other_keys_have_none() -> None:
+    assert key_version("mtrank", b"mtrank:v12:item:v3:x") == 12
+    assert key_version("mtrank", b"mtrank:v12:meta") == 12
+    assert key_version("mtrank", b"mtrank:version") is None
+    assert key_version("mtrank", b"mtrank:current") is None
+    assert key_version("mtrank", b"mtrank2:v1:item:x") is None
+    assert key_version("mtrank", b"mtrank:vx:item:x") is None
+
+
+def test_the_pointer_holds_a_decimal_version() -> None:
+    assert parse_version(b"7", b"ns:current") == 7
+    assert parse_version(None, b"ns:current") is None
+    with pytest.raises(CorruptValue, match="'ns:current' is not a version"):
+        parse_version(b"v7", b"ns:current")
 
 
 def test_values_are_msgpack_maps_with_float32_numbers() -> None:
@@ -45,11 +71,11 @@ def test_numbers_come_back_at_float32_precision() -> None:
     [(b"\xc1", "not msgpack"), (b"\x93\x01\x02\x03", "is a list, not a feature map")],
 )
 def test_foreign_values_raise_naming_the_key(blob: bytes, message: str) -> None:
-    with pytest.raises(CorruptValue, match=f"'mtrank:item:9'.*{message}"):
-        decode_row(blob, b"mtrank:item:9")
+    with pytest.raises(CorruptValue, match=f"'mtrank:v1:item:9'.*{message}"):
+        decode_row(blob, b"mtrank:v1:item:9")
 
 
-@pytest.mark.parametrize("bad", ["", "a:b", "a*", "a b", "x?"])
+@pytest.mark.parametrize("bad", ["", "a:b", "a*", "a b", "x?", "a[b]"])
 def test_namespaces_that_would_break_keys_or_scan_patterns_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="namespace must be"):
         check_namespace(bad)

@@ -1,19 +1,25 @@
-"""An unreachable store fails fast with StoreUnavailable, and the store recovers when Redis does."""
+"""An unreachable store fails with StoreUnavailable within its timeout, and the same store object
+reads again once Redis is back. Each test kills its own embedded redis-server (never the shared
+REDIS_URL one)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from feature_store.cache import CacheConfig
 from feature_store.embedded import EmbeddedRedis, store_path
 from feature_store.errors import StoreUnavailable
-from feature_store.redis_store import open_store
-
-pytestmark = pytest.mark.redis
+from feature_store.redis_store import open_async_store
+from feature_store.writer import open_writer
 
 
 def _free_port() -> int:
@@ -22,85 +28,113 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A redis-server of our own, holding version 1 with item i1, saved to its file."""
+    started = EmbeddedRedis(store_path(tmp_path)).start()
+    with open_writer(url=started.url, namespace="t") as writer:
+        version = writer.begin()
+        writer.write(version, "item", [("i1", {"price": 2.5})])
+        writer.flip(version)
+    client = started.client(timeout=5)
+    client.save()  # so that a restarted server has the row
+    client.close()
+    yield started
+    if started.pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(started.pid, signal.SIGCONT)
+    started.stop()
+
+
+def _kill(server: EmbeddedRedis) -> None:
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGKILL)
+    os.waitpid(server.pid, 0)
+
+
 def test_nothing_listening_raises_store_unavailable_naming_the_url() -> None:
     url = f"redis://127.0.0.1:{_free_port()}/0"
-    with open_store(url=url, timeout=0.5) as store:
-        with pytest.raises(StoreUnavailable, match=f"redis://127.0.0.1:{url.split(':')[2]}"):
-            store.get_online_features("u1", ["i1"])
-        with pytest.raises(StoreUnavailable):
-            store.ping()
+
+    async def scenario() -> None:
+        async with open_async_store(url=url, timeout=0.5) as store:
+            with pytest.raises(StoreUnavailable, match=url):
+                await store.get_online_features("u1", ["i1"])
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+
+    asyncio.run(scenario())
 
 
-def test_killed_redis_then_restarted_redis(tmp_path: Path) -> None:
-    store = open_store(data_dir=tmp_path, create=True, retry_after=0.0)
-    assert store.embedded is not None and store.embedded.pid is not None
-    store.write("item", [("i1", {"price": 2.5})])
-    store.persist()  # SAVE, so a restarted server has the row
+def test_redis_killed_then_restarted_under_the_same_store_object(server: EmbeddedRedis) -> None:
+    async def scenario() -> None:
+        store = open_async_store(
+            url=server.url, namespace="t", retry_after=0.0, cache=CacheConfig.off()
+        )
+        async with store:
+            assert (await store.get_online_features("u1", ["i1"])).items == [{"price": 2.5}]
+            _kill(server)
+            with pytest.raises(StoreUnavailable, match=server.url):
+                await store.get_online_features("u1", ["i1"])
+            server.start()  # loads the saved file
+            # no reopen: the pool replaces the dead connection by itself
+            assert (await store.get_online_features("u1", ["i1"])).items == [{"price": 2.5}]
 
-    os.kill(store.embedded.pid, signal.SIGKILL)
-    os.waitpid(store.embedded.pid, 0)
-    with pytest.raises(StoreUnavailable, match="embedded store"):
-        store.get_online_features("u1", ["i1"])
-
-    restarted = EmbeddedRedis(store_path(tmp_path)).start()
-    try:
-        # the same store object reconnects by itself: no reopen needed
-        assert store.get_online_features("u1", ["i1"]).items == [{"price": 2.5}]
-    finally:
-        store.close()
-        restarted.stop()
+    asyncio.run(scenario())
 
 
-def test_after_a_failure_calls_are_refused_until_retry_after_or_a_ping(tmp_path: Path) -> None:
-    server = EmbeddedRedis(store_path(tmp_path)).start()
-    store = open_store(url=server.url, retry_after=3600.0)
-    try:
-        store.write("item", [("i1", {})])
-        assert server.pid is not None
-        os.kill(server.pid, signal.SIGKILL)
-        os.waitpid(server.pid, 0)
-        with pytest.raises(StoreUnavailable):
-            store.read("item", ["i1"])
-        server.start()
-        with pytest.raises(
-            StoreUnavailable, match="unreachable, next try"
-        ):  # cool-down: not even tried
-            store.read("item", ["i1"])
-        store.ping()  # a readiness probe tries anyway, and ends the cool-down
-        assert store.read("item", ["i1"]) == [None]  # reached the new, empty server
-    finally:
-        store.close()
-        server.stop()
+def test_a_restart_between_two_lookups_is_invisible(server: EmbeddedRedis) -> None:
+    async def scenario() -> None:
+        async with open_async_store(
+            url=server.url, namespace="t", cache=CacheConfig.off()
+        ) as store:
+            await store.get_online_features("u1", ["i1"])  # a pooled connection now exists
+            _kill(server)
+            server.start()
+            # the pooled connection is dead; the store replaces it instead of failing the request
+            assert (await store.get_online_features("u1", ["i1"])).items == [{"price": 2.5}]
+
+    asyncio.run(scenario())
 
 
-def test_a_restart_between_two_lookups_is_invisible(tmp_path: Path) -> None:
-    server = EmbeddedRedis(store_path(tmp_path)).start()
-    store = open_store(url=server.url)
-    try:
-        assert store.read("item", ["i1"]) == [None]  # a pooled connection now exists
-        assert server.pid is not None
-        os.kill(server.pid, signal.SIGKILL)
-        os.waitpid(server.pid, 0)
-        server.start()
-        # the pooled connection is dead; the store replaces it instead of failing the request
-        assert store.read("item", ["i1"]) == [None]
-    finally:
-        store.close()
-        server.stop()
-
-
-def test_a_hung_redis_times_out_into_store_unavailable(tmp_path: Path) -> None:
-    server = EmbeddedRedis(store_path(tmp_path)).start()
-    store = open_store(url=server.url, timeout=0.2, retry_after=3600.0)
+def test_a_hung_redis_gives_store_unavailable_within_the_timeout_then_recovers(
+    server: EmbeddedRedis,
+) -> None:
     assert server.pid is not None
-    try:
-        store.ping()
-        os.kill(server.pid, signal.SIGSTOP)  # accepts nothing, answers nothing
-        with pytest.raises(StoreUnavailable, match="Timeout"):
-            store.get_online_features("u1", ["i1"])
-        with pytest.raises(StoreUnavailable, match="unreachable, next try"):  # no second wait
-            store.get_online_features("u1", ["i1"])
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
-        store.close()
-        server.stop()
+
+    async def scenario() -> float:
+        store = open_async_store(  # the default timeout: 50 ms
+            url=server.url, namespace="t", retry_after=0.0, cache=CacheConfig.off()
+        )
+        async with store:
+            await store.ping()
+            os.kill(server.pid, signal.SIGSTOP)  # accepts nothing, answers nothing
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="no answer within 50 ms"):
+                await store.get_online_features("u1", ["i1"])
+            waited = time.monotonic() - started
+            os.kill(server.pid, signal.SIGCONT)
+            assert (await store.get_online_features("u1", ["i1"])).items == [{"price": 2.5}]
+        return waited
+
+    # not a speed claim: an upper bound far below "hangs" on a busy machine
+    assert asyncio.run(scenario()) < 1.0
+
+
+def test_after_a_failure_calls_are_refused_until_retry_after_or_a_ping(
+    server: EmbeddedRedis,
+) -> None:
+    async def scenario() -> None:
+        store = open_async_store(
+            url=server.url, namespace="t", retry_after=3600.0, cache=CacheConfig.off()
+        )
+        async with store:
+            _kill(server)
+            with pytest.raises(StoreUnavailable, match=server.url):
+                await store.get_online_features("u1", ["i1"])
+            server.start()
+            with pytest.raises(StoreUnavailable, match="unreachable, next try"):  # not even tried
+                await store.get_online_features("u1", ["i1"])
+            await store.ping()  # a readiness probe tries anyway, and ends the cool-down
+            assert (await store.get_online_features("u1", ["i1"])).items == [{"price": 2.5}]
+
+    asyncio.run(scenario())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -9,23 +10,32 @@ import redis
 
 from feature_store.embedded import EmbeddedRedis, store_path
 from feature_store.errors import StoreConfigError
-from feature_store.redis_store import open_store
-
-pytestmark = pytest.mark.redis
+from feature_store.redis_store import open_async_store
+from feature_store.writer import open_writer
 
 
 def test_rows_survive_closing_and_reopening_the_store(tmp_path: Path) -> None:
-    with open_store(data_dir=tmp_path, create=True) as store:
-        store.write("item", [("i1", {"price": 2.5})])
+    with open_writer(data_dir=tmp_path) as writer:
+        version = writer.begin()
+        writer.write(version, "item", [("i1", {"price": 2.5})])
+        writer.flip(version)
+        writer.persist()
     assert (tmp_path / "online_store" / "dump.rdb").exists()
-    with open_store(data_dir=tmp_path) as store:
-        assert store.read("item", ["i1"]) == [{"price": 2.5}]
+
+    async def scenario() -> None:
+        async with open_async_store(data_dir=tmp_path, timeout=5) as store:
+            assert (await store.get_online_features("u1", ["i1"])).items == [{"price": 2.5}]
+        # the reader was the last client: the server is gone
+        with pytest.raises(redis.ConnectionError):
+            EmbeddedRedis(store_path(tmp_path)).client(timeout=1).ping()
+
+    asyncio.run(scenario())
 
 
 def test_closing_the_last_client_stops_the_server(tmp_path: Path) -> None:
-    store = open_store(data_dir=tmp_path, create=True)
-    store.ping()
-    store.close()
+    writer = open_writer(data_dir=tmp_path)
+    writer.current_version()
+    writer.close()
     with pytest.raises(redis.ConnectionError):
         EmbeddedRedis(store_path(tmp_path)).client(timeout=1).ping()
 
@@ -54,7 +64,7 @@ def test_a_second_opener_attaches_and_the_server_lives_while_either_uses_it(
 
 def test_serving_a_directory_never_materialized_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(StoreConfigError, match=f"{tmp_path}: no embedded online store here"):
-        open_store(data_dir=tmp_path)
+        open_async_store(data_dir=tmp_path)
 
 
 def test_the_socket_path_stays_short_for_deep_directories(tmp_path: Path) -> None:
@@ -67,6 +77,6 @@ def test_the_socket_path_stays_short_for_deep_directories(tmp_path: Path) -> Non
 
 def test_exactly_one_of_url_and_directory(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="exactly one"):
-        open_store()
+        open_writer()
     with pytest.raises(ValueError, match="exactly one"):
-        open_store(url="redis://127.0.0.1/0", data_dir=tmp_path)
+        open_async_store(url="redis://127.0.0.1/0", data_dir=tmp_path)

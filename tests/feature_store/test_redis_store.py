@@ -1,115 +1,224 @@
-"""The Redis store against a real Redis: layout on the server, one round trip per lookup."""
+"""The async store against a real Redis: layout on the server, one round trip per lookup,
+versions resolved per lookup, the user cache in front."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
 
 import msgpack
 import pytest
 import redis
 
-from feature_store.errors import CorruptValue
-from feature_store.redis_store import RedisOnlineStore, redact
+from feature_store.cache import CacheConfig, EntityCacheConfig
+from feature_store.connection import redact
+from feature_store.errors import CorruptValue, StoreConfigError
+from feature_store.redis_store import RedisOnlineStore, open_async_store
+from feature_store.writer import StoreWriter
 
-pytestmark = pytest.mark.redis
+Reader = Callable[..., RedisOnlineStore]
+Publish = Callable[..., int]
 
-
-def _fill(store: RedisOnlineStore) -> None:
-    store.write("user", [("u1", {"age": 30.0, "recent": ["7", "8"]})])
-    store.write("item", [("i1", {"price": 2.5, "category": "7"}), ("i2", {})])
+TABLES = {
+    "user": [("u1", {"age": 30.0, "recent": ["7", "8"]})],
+    "item": [("i1", {"price": 2.5, "category": "7"}), ("i2", {})],
+}
 
 
 def test_lookup_returns_rows_in_request_order_and_none_where_absent(
-    store: RedisOnlineStore,
+    reader: Reader, publish: Publish
 ) -> None:
-    _fill(store)
-    found = store.get_online_features("u1", ["i2", "nope", "i1", "i1"])
-    assert found.user == {"age": 30.0, "recent": ["7", "8"]}
-    assert found.items == [
-        {},
-        None,
-        {"price": 2.5, "category": "7"},
-        {"price": 2.5, "category": "7"},
-    ]
-    assert found.missing_items == ["nope"]
-    assert store.get_online_features("u2", []).missing_user
+    publish(TABLES)
+
+    async def scenario() -> None:
+        async with reader() as store:
+            found = await store.get_online_features("u1", ["i2", "nope", "i1", "i1"])
+            assert found.user == {"age": 30.0, "recent": ["7", "8"]}
+            assert found.items == [
+                {},
+                None,
+                {"price": 2.5, "category": "7"},
+                {"price": 2.5, "category": "7"},
+            ]
+            assert found.missing_items == ["nope"]
+            assert (await store.get_online_features("u2", [])).missing_user
+            assert store.version == 1
+
+    asyncio.run(scenario())
 
 
-def test_rows_sit_at_the_pinned_keys_as_msgpack_maps(
-    store: RedisOnlineStore, raw_redis: redis.Redis, namespace: str
+def test_the_keys_on_the_server_are_exactly_the_documented_layout(
+    publish: Publish, raw_redis: redis.Redis, namespace: str
 ) -> None:
-    _fill(store)
-    blob = raw_redis.get(f"{namespace}:item:i1".encode())
-    assert blob is not None
-    assert msgpack.unpackb(blob) == {"price": 2.5, "category": "7"}
-    assert raw_redis.type(f"{namespace}:user:u1") == b"string"
+    publish(TABLES)
+    version = publish(TABLES)  # the second version replaces the first
+    assert version == 2
+    ns = namespace.encode()
     assert sorted(raw_redis.scan_iter(match=f"{namespace}:*")) == [
-        f"{namespace}:item:i1".encode(),
-        f"{namespace}:item:i2".encode(),
-        f"{namespace}:user:u1".encode(),
+        ns + b":current",
+        ns + b":v2:item:i1",
+        ns + b":v2:item:i2",
+        ns + b":v2:user:u1",
+        ns + b":version",
     ]
+    assert raw_redis.get(ns + b":current") == b"2"
+    assert raw_redis.type(ns + b":v2:user:u1") == b"string"
+    blob = raw_redis.get(ns + b":v2:item:i1")
+    assert blob is not None and msgpack.unpackb(blob) == {"price": 2.5, "category": "7"}
 
 
-def test_a_lookup_is_one_mget_and_nothing_else(
-    store: RedisOnlineStore, raw_redis: redis.Redis
+def test_a_lookup_is_one_transaction_of_the_pointer_and_one_mget(
+    reader: Reader, publish: Publish, raw_redis: redis.Redis
 ) -> None:
-    _fill(store)
-    store.ping()  # the connection is open before counting
-    before = raw_redis.info("commandstats")
-    store.get_online_features("u1", [f"i{n}" for n in range(500)])
-    after = raw_redis.info("commandstats")
-    calls = {
-        name: after[name]["calls"] - before.get(name, {"calls": 0})["calls"]
-        for name in after
-        if name != "cmdstat_info"
+    publish(TABLES)
+
+    async def scenario() -> dict[str, int]:
+        async with reader() as store:
+            await store.get_online_features("u1", ["i1"])  # learns the version, opens a connection
+            before = raw_redis.info("commandstats")
+            await store.get_online_features("u1", [f"i{n}" for n in range(500)])
+            after = raw_redis.info("commandstats")
+        return {
+            name: after[name]["calls"] - before.get(name, {"calls": 0})["calls"]
+            for name in after
+            if name != "cmdstat_info"
+        }
+
+    calls = asyncio.run(scenario())
+    assert {name: n for name, n in calls.items() if n} == {
+        "cmdstat_multi": 1,
+        "cmdstat_get": 1,
+        "cmdstat_mget": 1,
+        "cmdstat_exec": 1,
     }
-    assert {name: n for name, n in calls.items() if n} == {"cmdstat_mget": 1}
 
 
-def test_writes_replace_rows_and_delete_removes_them(store: RedisOnlineStore) -> None:
-    _fill(store)
-    store.write("item", [("i1", {"price": 9.0})])
-    assert store.read("item", ["i1"]) == [{"price": 9.0}]
-    assert sorted(store.entity_ids("item")) == ["i1", "i2"]
-    assert store.delete("item", ["i2", "never-there"]) == 1
-    assert store.entity_ids("item") == ["i1"]
-    assert store.entity_ids("user") == ["u1"]
+def test_a_flip_is_seen_by_the_next_lookup_and_clears_the_caches(
+    reader: Reader, publish: Publish
+) -> None:
+    publish(TABLES)
+
+    async def scenario() -> None:
+        async with reader(cache=CacheConfig()) as store:
+            assert (await store.get_online_features("u1", ["i1"])).user == TABLES["user"][0][1]
+            publish({"user": [("u1", {"age": 31.0})], "item": [("i1", {"price": 3.0})]})
+            found = await store.get_online_features("u1", ["i1", "i2"])  # i2 not cached
+            assert (found.user, found.items) == ({"age": 31.0}, [{"price": 3.0}, None])
+            assert store.version == 2
+
+    asyncio.run(scenario())
 
 
-def test_many_rows_are_written_in_batches(store: RedisOnlineStore) -> None:
-    assert store.write("item", ((f"i{n}", {"price": float(n)}) for n in range(2500))) == 2500
-    assert store.read("item", ["i0", "i1999", "i2499"]) == [
-        {"price": 0.0},
-        {"price": 1999.0},
-        {"price": 2499.0},
-    ]
+def test_lookups_the_caches_answer_see_a_flip_once_the_pointer_check_is_due(
+    reader: Reader, publish: Publish, raw_redis: redis.Redis
+) -> None:
+    publish(TABLES)
+
+    async def scenario() -> None:
+        async with reader(cache=CacheConfig()) as store:
+            await store.get_online_features("u1", ["i1"])
+            publish({"user": [("u1", {"age": 31.0})], "item": [("i1", {"price": 3.0})]})
+            before = raw_redis.info("commandstats").get("cmdstat_get", {"calls": 0})["calls"]
+            cached = await store.get_online_features("u1", ["i1"])  # within pointer_check_s
+            assert raw_redis.info("commandstats")["cmdstat_get"]["calls"] == before  # no I/O
+            assert cached.user == TABLES["user"][0][1]
+            store.pointer_check_s = 0.0  # as if a second had passed
+            found = await store.get_online_features("u1", ["i1"])
+            assert (found.user, found.items) == ({"age": 31.0}, [{"price": 3.0}])
+
+    asyncio.run(scenario())
 
 
-def test_metadata_is_none_until_written(store: RedisOnlineStore) -> None:
-    assert store.metadata() is None
-    store.write_metadata({"format": 1, "entities": {"user": {"rows": 3}}})
-    assert store.metadata() == {"format": 1, "entities": {"user": {"rows": 3}}}
+def test_cached_users_are_served_without_fetching_them(
+    reader: Reader, publish: Publish, raw_redis: redis.Redis, namespace: str
+) -> None:
+    publish(TABLES)
+    config = CacheConfig(user=EntityCacheConfig(100), item=EntityCacheConfig(100))
+
+    async def scenario() -> None:
+        async with reader(cache=config) as store:
+            await store.get_online_features("u1", ["i1", "i2"])
+            # changed behind the store's back, in place: a cached row is served as it was
+            raw_redis.set(f"{namespace}:v1:user:u1", msgpack.packb({"age": 99.0}))
+            found = await store.get_online_features("u1", ["i1"])
+            assert found.user == {"age": 30.0, "recent": ["7", "8"]}
+            stats = store.cache_stats()
+            assert stats["user"] == {"hits": 1, "misses": 1, "hit_ratio": 0.5, "size": 1}
+            assert stats["item"]["hits"] == 1 and stats["item"]["size"] == 2
+
+    asyncio.run(scenario())
+
+
+def test_without_a_cache_every_lookup_reads_redis(
+    reader: Reader, publish: Publish, raw_redis: redis.Redis, namespace: str
+) -> None:
+    publish(TABLES)
+
+    async def scenario() -> None:
+        async with reader(cache=CacheConfig.off()) as store:
+            await store.get_online_features("u1", [])
+            raw_redis.set(f"{namespace}:v1:user:u1", msgpack.packb({"age": 99.0}))
+            assert (await store.get_online_features("u1", [])).user == {"age": 99.0}
+            assert store.cache_stats() == {}
+
+    asyncio.run(scenario())
+
+
+def test_nothing_materialized_means_everything_absent_not_degraded(reader: Reader) -> None:
+    async def scenario() -> None:
+        async with reader() as store:
+            found = await store.get_online_features("u1", ["i1"])
+            assert found.missing_user and found.missing_items == ["i1"]
+            assert not found.degraded
+            assert await store.metadata() is None
+
+    asyncio.run(scenario())
+
+
+def test_metadata_is_the_live_versions_record(reader: Reader, writer: StoreWriter) -> None:
+    version = writer.begin()
+    writer.write_metadata(version, {"format": 2, "entities": {"user": {"rows": 3}}})
+
+    async def metadata() -> object:
+        async with reader() as store:
+            return await store.metadata()
+
+    assert asyncio.run(metadata()) is None  # written, but not flipped to
+    writer.flip(version)
+    assert asyncio.run(metadata()) == {"format": 2, "entities": {"user": {"rows": 3}}}
 
 
 def test_a_foreign_value_under_the_namespace_raises_naming_its_key(
-    store: RedisOnlineStore, raw_redis: redis.Redis, namespace: str
+    reader: Reader, publish: Publish, raw_redis: redis.Redis, namespace: str
 ) -> None:
-    raw_redis.set(f"{namespace}:item:bad", b"not msgpack \xc1")
-    with pytest.raises(CorruptValue, match=f"'{namespace}:item:bad'"):
-        store.get_online_features("u1", ["bad"])
+    publish(TABLES)
+    raw_redis.set(f"{namespace}:v1:item:bad", b"not msgpack \xc1")
+
+    async def scenario() -> None:
+        async with reader() as store:
+            await store.get_online_features("u1", ["bad"])
+
+    with pytest.raises(CorruptValue, match=f"'{namespace}:v1:item:bad'"):
+        asyncio.run(scenario())
 
 
-def test_namespaces_do_not_see_each_other(
-    store: RedisOnlineStore, redis_url: str, namespace: str
-) -> None:
-    _fill(store)
-    other = RedisOnlineStore(redis.Redis.from_url(redis_url), namespace=f"{namespace}x")
-    try:
-        assert other.read("item", ["i1"]) == [None]
-        assert other.entity_ids("item") == []
-    finally:
-        other.close()
+def test_namespaces_do_not_see_each_other(publish: Publish, redis_url: str, namespace: str) -> None:
+    publish(TABLES)
+
+    async def scenario() -> None:
+        async with open_async_store(url=redis_url, namespace=f"{namespace}x", timeout=5) as other:
+            assert (await other.get_online_features("u1", ["i1"])).missing_items == ["i1"]
+
+    asyncio.run(scenario())
 
 
-def test_urls_are_shown_without_their_password() -> None:
+def test_urls_are_checked_and_shown_without_their_password() -> None:
     assert redact("redis://:s3cret@db:6379/0") == "redis://:***@db:6379/0"
     assert redact("redis://me:s3:cr@et@db/1") == "redis://me:***@db/1"
     assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    with pytest.raises(StoreConfigError, match="bad Redis URL 'http://:\\*\\*\\*@x'"):
+        open_async_store(url="http://:pw@x")
+    with pytest.raises(ValueError, match="exactly one of url= or data_dir="):
+        open_async_store()
+    with pytest.raises(ValueError, match="timeout must be > 0 seconds, got 0"):
+        open_async_store(url="redis://127.0.0.1/0", timeout=0)

@@ -1,0 +1,220 @@
+"""Writing versions of the online tables: what materialization does to Redis (blocking redis-py).
+
+A materialization `begin`s a new version, `write`s every row into it, records its metadata, and
+`flip`s the pointer: a Lua compare-and-set that moves `{namespace}:current` only forward, so of
+two materializations racing, the later-numbered one wins and the other's rows are discarded,
+never served. After a flip every older version is deleted: the one readers left, and any version
+an interrupted materialization left half-written. Layout: `feature_store.codec`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+
+from feature_store.codec import (
+    DEFAULT_NAMESPACE,
+    Row,
+    StoredEntity,
+    check_namespace,
+    counter_key,
+    encode_row,
+    entity_prefix,
+    key_version,
+    meta_key,
+    parse_version,
+    pointer_key,
+    version_prefix,
+    versions_pattern,
+)
+from feature_store.connection import Endpoint, locate
+from feature_store.embedded import EmbeddedRedis
+from feature_store.errors import FeatureStoreError, StoreUnavailable
+
+T = TypeVar("T")
+
+DEFAULT_WRITE_TIMEOUT_S = 60.0
+WRITE_BATCH = 1000
+
+# KEYS: counter, pointer. A new version number, above the live one even if the counter was lost.
+_BEGIN = """
+local n = redis.call('INCR', KEYS[1])
+local live = tonumber(redis.call('GET', KEYS[2]) or '0')
+if n <= live then
+  n = live + 1
+  redis.call('SET', KEYS[1], n)
+end
+return n
+"""
+
+# KEYS: pointer; ARGV: version. Sets the pointer unless it is already at or past the version;
+# returns {1 if set, the pointer's value before ('' if none)}.
+_FLIP = """
+local live = redis.call('GET', KEYS[1])
+if live and tonumber(live) >= tonumber(ARGV[1]) then
+  return {0, live}
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return {1, live or ''}
+"""
+
+
+class VersionConflict(FeatureStoreError):
+    """Another materialization flipped to a newer version first; this one's rows were dropped."""
+
+
+class StoreWriter:
+    """Writes versions of one namespace's tables; `open_writer` builds one from a URL or directory.
+
+    `description` names the store in messages; `embedded` is the server this writer started or
+    attached to, stopped (if nobody else uses it) on `close`.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        description: str = "redis",
+        embedded: EmbeddedRedis | None = None,
+    ) -> None:
+        self.namespace = check_namespace(namespace)
+        self.description = description
+        self._client = client
+        self.embedded = embedded
+        self._begin = client.register_script(_BEGIN)
+        self._flip = client.register_script(_FLIP)
+        self._pointer = pointer_key(namespace)
+
+    def current_version(self) -> int | None:
+        """The version readers are served, None if nothing was ever flipped to."""
+        return parse_version(self._call(self._client.get, self._pointer), self._pointer)
+
+    def begin(self) -> int:
+        """A new version number, higher than the live one and than any handed out before."""
+        return int(self._call(self._begin, [counter_key(self.namespace), self._pointer]))
+
+    def write(
+        self,
+        version: int,
+        entity: StoredEntity,
+        rows: Iterable[tuple[str, Row]],
+        *,
+        ttl_s: int | None = None,
+    ) -> int:
+        """Store `(entity_id, row)` pairs in `version`, `WRITE_BATCH` keys per round trip.
+
+        With `ttl_s`, each row expires that many seconds after it was written (it then reads as
+        absent), else rows live until their version is deleted. Returns how many were written.
+        """
+        prefix = entity_prefix(self.namespace, version, entity)
+        written = 0
+        for batch in _batches(rows):
+            mapping = {prefix + entity_id.encode(): encode_row(row) for entity_id, row in batch}
+            if ttl_s is None:
+                self._call(self._client.mset, mapping)
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for key, blob in mapping.items():
+                    pipe.set(key, blob, ex=ttl_s)
+                self._call(pipe.execute)
+            written += len(batch)
+        return written
+
+    def write_metadata(self, version: int, record: dict[str, Any]) -> None:
+        """Store what `version` holds (a JSON object), read back by `RedisOnlineStore.metadata`."""
+        blob = json.dumps(record, sort_keys=True).encode()
+        self._call(self._client.set, meta_key(self.namespace, version), blob)
+
+    def flip(self, version: int) -> int | None:
+        """Serve `version` from now on; return the version served before (None if none).
+
+        Raises VersionConflict, after deleting `version`, if a newer version is already live.
+        """
+        flipped, before = self._call(self._flip, [self._pointer], [version])
+        if not flipped:
+            self.discard(version)
+            raise VersionConflict(
+                f"{self.description}: namespace {self.namespace!r} already serves version "
+                f"{int(before)}, newer than {version}; version {version} was discarded"
+            )
+        return int(before) if before else None
+
+    def delete_versions_below(self, version: int) -> int:
+        """Delete every key of every version older than `version`; return how many keys."""
+        old = (
+            key
+            for key in self._scan(versions_pattern(self.namespace))
+            if (n := key_version(self.namespace, key)) is not None and n < version
+        )
+        return self._delete(old)
+
+    def discard(self, version: int) -> int:
+        """Delete every key of one version; return how many keys."""
+        return self._delete(self._scan(version_prefix(self.namespace, version) + b"*"))
+
+    def persist(self) -> None:
+        """Make the writes durable: SAVE for the embedded store; a URL's Redis persists itself."""
+        if self.embedded is not None:
+            self._call(self._client.save)
+
+    def close(self) -> None:
+        """Close the connections, then stop the embedded server if no other process uses it."""
+        self._client.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _scan(self, pattern: bytes) -> Iterator[bytes]:
+        try:
+            yield from self._client.scan_iter(match=pattern, count=5000)
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            raise StoreUnavailable(f"{self.description}: {err}") from err
+
+    def _delete(self, keys: Iterable[bytes]) -> int:
+        # SCAN may return a key twice; deleting it twice is harmless, and counted once by Redis
+        return sum(int(self._call(self._client.unlink, *batch)) for batch in _batches(keys))
+
+    def _call(self, command: Callable[..., T], *args: Any) -> T:
+        """`command(*args)`, with connection failures turned into StoreUnavailable."""
+        try:
+            return command(*args)
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            raise StoreUnavailable(f"{self.description}: {err}") from err
+
+
+def open_writer(
+    *,
+    url: str | None = None,
+    data_dir: str | Path | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+    timeout: float = DEFAULT_WRITE_TIMEOUT_S,
+) -> StoreWriter:
+    """A writer of the store at a Redis `url`, or of the embedded store of `data_dir` (created
+    if needed). `timeout` bounds every socket operation, in seconds."""
+    check_namespace(namespace)
+    endpoint: Endpoint = locate(url=url, data_dir=data_dir, create=True)
+    return StoreWriter(
+        endpoint.client(timeout),
+        namespace=namespace,
+        description=endpoint.description,
+        embedded=endpoint.embedded,
+    )
+
+
+def _batches(items: Iterable[T]) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, WRITE_BATCH)):
+        yield batch

@@ -1,0 +1,67 @@
+"""Versions on the server: numbers only go up, the flip only moves forward, old versions go."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from feature_store.writer import StoreWriter, VersionConflict
+
+
+def _keys(raw_redis: redis.Redis, namespace: str) -> list[bytes]:
+    return sorted(raw_redis.scan_iter(match=f"{namespace}:*"))
+
+
+def test_versions_are_handed_out_in_increasing_order_and_flips_return_the_previous(
+    writer: StoreWriter,
+) -> None:
+    assert writer.current_version() is None
+    first, second = writer.begin(), writer.begin()
+    assert (first, second) == (1, 2)
+    assert writer.flip(first) is None
+    assert writer.flip(second) == 1
+    assert writer.current_version() == 2
+
+
+def test_a_version_numbered_below_the_live_one_cannot_flip_and_is_discarded(
+    writer: StoreWriter, raw_redis: redis.Redis, namespace: str
+) -> None:
+    older, newer = writer.begin(), writer.begin()
+    writer.write(older, "item", [("i1", {})])
+    writer.flip(newer)
+    with pytest.raises(VersionConflict, match=f"already serves version {newer}, newer than 1"):
+        writer.flip(older)
+    assert writer.current_version() == newer
+    assert _keys(raw_redis, namespace) == [
+        f"{namespace}:current".encode(),
+        f"{namespace}:version".encode(),
+    ]
+
+
+def test_a_lost_counter_never_hands_out_a_version_at_or_below_the_live_one(
+    writer: StoreWriter, raw_redis: redis.Redis, namespace: str
+) -> None:
+    writer.flip(5)
+    raw_redis.delete(f"{namespace}:version")
+    assert writer.begin() == 6
+
+
+def test_deleting_older_versions_keeps_the_live_and_newer_ones(
+    writer: StoreWriter, raw_redis: redis.Redis, namespace: str
+) -> None:
+    for version in (1, 2, 3):
+        writer.write(version, "user", [(f"u{n}", {}) for n in range(1500)])  # two batches
+        writer.write_metadata(version, {"version": version})
+    assert writer.delete_versions_below(2) == 1501
+    assert {k.split(b":")[1] for k in _keys(raw_redis, namespace)} == {b"v2", b"v3"}
+    assert writer.discard(3) == 1501
+    assert {k.split(b":")[1] for k in _keys(raw_redis, namespace)} == {b"v2"}
+
+
+def test_rows_written_with_a_ttl_expire(
+    writer: StoreWriter, raw_redis: redis.Redis, namespace: str
+) -> None:
+    writer.write(1, "item", [("i1", {"price": 1.0})], ttl_s=100)
+    writer.write(1, "item", [("i2", {"price": 1.0})])
+    assert 0 < raw_redis.ttl(f"{namespace}:v1:item:i1") <= 100
+    assert raw_redis.ttl(f"{namespace}:v1:item:i2") == -1  # no expiry
