@@ -54,13 +54,20 @@ class RankingModel(tfrs.models.Model):
         self.backbone = arch.from_hparams(self.hparams, len(tasks))
         self.separate_inputs = arch.separate_inputs
         copies = len(tasks) if arch.separate_inputs else 1
+        hp = self.hparams
         self.feature_inputs = [
             FeatureInputs(
-                self.schema.features, name=f"inputs_{k}" if self.separate_inputs else "inputs"
+                self.schema.features,
+                embedding_l2=hp.embedding_l2,
+                name=f"inputs_{k}" if self.separate_inputs else "inputs",
             )
             for k in range(copies)
         ]
-        hp = self.hparams
+        # optional explicit feature crosses (DCN-v2) on the input vector, before the backbone
+        self.crosses = [
+            tfrs.layers.dcn.Cross(projection_dim=hp.cross_projection_dim, name=f"cross_{i}")
+            for i in range(hp.cross_layers)
+        ]
         self.towers = [
             Tower(
                 hidden=MLP(hp.tower_units, activation=hp.activation, dropout=hp.dropout),
@@ -110,7 +117,7 @@ class RankingModel(tfrs.models.Model):
     def _forward(
         self, features: Mapping[str, Any], training: bool | None
     ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
-        encoded = [inputs(features) for inputs in self.feature_inputs]
+        encoded = [self._cross(inputs(features)) for inputs in self.feature_inputs]
         x = encoded if self.separate_inputs else encoded[0]
         representations, gates = self.backbone.call_with_gates(x, training=training)
         scores = {
@@ -122,6 +129,12 @@ class RankingModel(tfrs.models.Model):
         for product in self.schema.products:
             scores[product.name] = self.product([scores[name] for name in product.of])
         return scores, gates
+
+    def _cross(self, x0: tf.Tensor) -> tf.Tensor:
+        x = x0
+        for cross in self.crosses:
+            x = cross(x0, x)
+        return x
 
     # ---- training ------------------------------------------------------------------------------
 

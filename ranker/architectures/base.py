@@ -25,6 +25,9 @@ class ArchitectureConfig(BaseModel):
     tower_units: list[int] = Field(default_factory=lambda: [32])
     activation: str = "relu"
     dropout: float = 0.0
+    embedding_l2: float = Field(default=0.0, ge=0.0)
+    cross_layers: int = Field(default=0, ge=0)
+    cross_projection_dim: int | None = Field(default=None, ge=1)
 
     def mlp(self, units: list[int], name: str) -> MLP:
         return MLP(units=units, activation=self.activation, dropout=self.dropout, name=name)

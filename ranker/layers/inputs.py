@@ -27,7 +27,12 @@ from ranker.schema import Feature
 class FeatureInputs(keras.layers.Layer):
     """Encodes raw features (see module docstring) into one [B, output_dim] tensor."""
 
-    def __init__(self, features: list[Feature] | list[dict[str, Any]], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        features: list[Feature] | list[dict[str, Any]],
+        embedding_l2: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         # raw numerics stay float32 until normalized, also under a mixed-precision policy
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
@@ -37,6 +42,10 @@ class FeatureInputs(keras.layers.Layer):
         names = [f.name for f in parsed]
         if len(set(names)) != len(names):
             raise ValueError(f"FeatureInputs feature names must be unique, got {names}")
+        if embedding_l2 < 0:
+            raise ValueError(f"FeatureInputs embedding_l2 must be >= 0, got {embedding_l2}")
+        self.embedding_l2 = float(embedding_l2)
+        regularizer = keras.regularizers.l2(self.embedding_l2) if self.embedding_l2 else None
         self.features = parsed
         by_name = {f.name: f for f in parsed}
         self.lookups: dict[str, keras.layers.Layer] = {}
@@ -52,7 +61,10 @@ class FeatureInputs(keras.layers.Layer):
                     name=f"{feature.name}_lookup",
                 )
             self.embeddings[feature.name] = keras.layers.Embedding(
-                feature.table_size, feature.embedding_dim, name=f"{feature.name}_embedding"
+                feature.table_size,
+                feature.embedding_dim,
+                embeddings_regularizer=regularizer,
+                name=f"{feature.name}_embedding",
             )
         for feature in parsed:
             if feature.shared_embedding is not None:
@@ -191,6 +203,7 @@ class FeatureInputs(keras.layers.Layer):
         return {
             **super().get_config(),
             "features": [f.model_dump(mode="json", exclude_defaults=True) for f in self.features],
+            "embedding_l2": self.embedding_l2,
         }
 
 

@@ -163,3 +163,17 @@ def test_any_number_of_tasks_binary_and_regression(architecture: str, tasks: str
             0.5,
             "regression",
         )
+
+
+def test_cross_layers_and_embedding_l2_are_applied(schema: Schema, data: tuple) -> None:
+    features, labels = _batch(data, 128)
+    plain = RankingModel(schema, "mmoe")
+    crossed = RankingModel(schema, "mmoe", {"cross_layers": 2, "embedding_l2": 1e-3})
+    plain(features), crossed(features)
+    assert [layer.name for layer in crossed.crosses] == ["cross_0", "cross_1"]
+    extra = {v.name for v in crossed.trainable_variables} - {
+        v.name for v in plain.trainable_variables
+    }
+    assert any("cross_0" in name for name in extra)
+    assert not plain.losses and len(crossed.losses) == len(crossed.feature_inputs[0].embeddings)
+    assert float(tf.add_n(crossed.losses)) > 0.0
