@@ -166,7 +166,7 @@ def test_any_number_of_tasks_binary_and_regression(architecture: str, tasks: str
 
 
 def test_cross_layers_and_embedding_l2_are_applied(schema: Schema, data: tuple) -> None:
-    features, labels = _batch(data, 128)
+    features, _ = _batch(data, 128)
     plain = RankingModel(schema, "mmoe")
     crossed = RankingModel(schema, "mmoe", {"cross_layers": 2, "embedding_l2": 1e-3})
     plain(features), crossed(features)
