@@ -42,6 +42,7 @@ class TrainResult:
     test: dict[str, dict[str, float]]
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    test_scores: dict[str, Any] = field(default_factory=dict)
 
 
 def find_split(data_dir: Path, split: str) -> Path:
@@ -116,7 +117,7 @@ def train(
             verbose=0,
         )
 
-    test, _ = evaluate_file(schema, keras_scorer(model), paths["test"], tables=tables)
+    test, test_scores = evaluate_file(schema, keras_scorer(model), paths["test"], tables=tables)
     metadata = {
         "architecture": architecture,
         "train_config": config.model_dump(mode="json"),
@@ -133,7 +134,7 @@ def train(
     if placement.is_chief and run_dir.exists():
         shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return TrainResult(
-        name, version, path, test, dict(history.history), time.perf_counter() - started
+        name, version, path, test, dict(history.history), time.perf_counter() - started, test_scores
     )
 
 
