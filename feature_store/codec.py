@@ -1,4 +1,4 @@
-"""How entities are laid out in Redis: versioned tables, one key per entity, one msgpack map each.
+"""How entities are laid out in Redis: versioned tables, one key per entity, one msgpack array each.
 
 Key format, pinned byte for byte by the tests (change it only together with a migration)::
 
@@ -6,24 +6,28 @@ Key format, pinned byte for byte by the tests (change it only together with a mi
     {namespace}:version                     INCR counter that hands out version numbers
     {namespace}:v{N}:user:{user_id}         e.g. b"mtrank:v7:user:u42"
     {namespace}:v{N}:item:{item_id}         e.g. b"mtrank:v7:item:1007"
-    {namespace}:v{N}:meta                   JSON: what version N holds, when and from where
+    {namespace}:v{N}:meta                   JSON: what version N holds, its column order
 
 A materialization writes version N = INCR {namespace}:version, then sets {namespace}:current to N
 (a compare-and-set that only moves forward), then deletes every older version. Readers resolve
 `current` in the same round trip as their MGET, so they never see a half-written version.
 
-The value of an entity key is a msgpack map `{feature_name: raw_value}` holding the entity's
-stored features in the raw conventions of `ranker.schema` (categorical: str, numeric: float32,
-sequence: list[str], unpadded). A feature absent from the map is missing; readers fill it with
-`Feature.missing_value`. The key feature itself (`user_id`, `item_id`) is never stored: the request
-carries it. One map per key lets a reader fetch a user and all candidate items with one MGET.
+The value of an entity key is a msgpack array of the entity's stored features, in the order that
+version N's meta record gives under `"columns"` (`Layout`), in the raw conventions of
+`ranker.schema` (categorical: str, numeric: float32, sequence: list[str], unpadded); nil marks a
+missing value, which readers fill with `Feature.missing_value`. The key feature itself (`user_id`,
+`item_id`) is never stored: the request carries it. One array per key lets a reader fetch a user
+and all candidate items with one MGET, and decodes about 2.5x faster than a map of the same
+features (no key strings to build): measured in `benchmarks/store_latency.py`.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import msgpack
 
@@ -32,6 +36,9 @@ from feature_store.errors import CorruptValue
 StoredEntity = Literal["user", "item"]
 Value = str | float | list[str]
 Row = dict[str, Value]
+"""One entity's features by name: what writers are given."""
+Values = list[Value | None]
+"""One entity's features as stored: in its version's column order, None where missing."""
 
 DEFAULT_NAMESPACE = "mtrank"
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -93,26 +100,77 @@ def parse_version(blob: bytes | str | None, key: bytes) -> int | None:
     if blob is None:
         return None
     if not blob.isdigit():
-        raise CorruptValue(f"value at {key.decode(errors='replace')!r} is not a version: {blob!r}")
+        raise CorruptValue(f"value at {_name(key)!r} is not a version: {blob!r}")
     return int(blob)
 
 
-def encode_row(row: Mapping[str, Value]) -> bytes:
-    """Pack one entity's features as a msgpack map; floats are packed as float32."""
-    return msgpack.packb(dict(row), use_bin_type=True, use_single_float=True)
+@dataclass(frozen=True)
+class Layout:
+    """The column order of the user and item arrays of one version (its meta record's "columns")."""
+
+    user: tuple[str, ...] = ()
+    item: tuple[str, ...] = ()
+
+    def of(self, entity: StoredEntity) -> tuple[str, ...]:
+        return self.user if entity == "user" else self.item
+
+    def to_record(self) -> dict[str, list[str]]:
+        """The meta record's "columns" entry: {entity: [feature, ...]}."""
+        return {"user": list(self.user), "item": list(self.item)}
+
+    @classmethod
+    def from_meta(cls, blob: bytes | str | None, key: bytes) -> Layout:
+        """The layout recorded in the meta record `blob` read at `key` (CorruptValue if none)."""
+        if blob is None:
+            raise CorruptValue(f"{_name(key)!r} is missing: the live version has no column order")
+        try:
+            columns: Any = json.loads(blob)["columns"]
+            return cls(user=tuple(columns.get("user", ())), item=tuple(columns.get("item", ())))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise CorruptValue(
+                f'{_name(key)!r} has no column order ("columns"): written by an older mtrank? '
+                "materialize again"
+            ) from None
 
 
-def decode_row(blob: bytes, key: bytes) -> Row:
-    """Unpack a value written by `encode_row`; anything else raises CorruptValue naming `key`."""
+def encode_row(row: Mapping[str, Value], columns: Sequence[str]) -> bytes:
+    """Pack one entity's features as a msgpack array in `columns` order (nil where absent);
+    floats are packed as float32. A feature not in `columns` raises ValueError."""
+    unknown = row.keys() - set(columns)
+    if unknown:
+        raise ValueError(f"features {sorted(unknown)} are not among the columns {list(columns)}")
+    return msgpack.packb(
+        [row.get(name) for name in columns], use_bin_type=True, use_single_float=True
+    )
+
+
+def decode_rows(
+    blobs: Sequence[bytes | None], keys: Sequence[bytes], widths: Sequence[int]
+) -> list[Values | None]:
+    """Unpack the values `encode_row` wrote (None stays None); `widths[i]` is how many columns
+    `blobs[i]` must have. Anything else raises CorruptValue naming its key."""
+    unpack = msgpack.unpackb
     try:
-        row = msgpack.unpackb(blob)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as err:
-        raise CorruptValue(
-            f"value at {key.decode(errors='replace')!r} is not msgpack: {err}"
-        ) from None
-    if type(row) is not dict:
-        kind = type(row).__name__
-        raise CorruptValue(
-            f"value at {key.decode(errors='replace')!r} is a {kind}, not a feature map"
-        )
-    return row
+        rows: list[Values | None] = [None if blob is None else unpack(blob) for blob in blobs]
+    except _NOT_MSGPACK:
+        for blob, key in zip(blobs, keys, strict=True):  # the slow path finds the culprit
+            if blob is not None:
+                try:
+                    unpack(blob)
+                except _NOT_MSGPACK as err:
+                    raise CorruptValue(f"value at {_name(key)!r} is not msgpack: {err}") from None
+        raise
+    for row, key, width in zip(rows, keys, widths, strict=True):
+        if row is not None and (type(row) is not list or len(row) != width):
+            kind = type(row).__name__ if type(row) is not list else f"list of {len(row)}"
+            raise CorruptValue(
+                f"value at {_name(key)!r} is a {kind}, not an array of the {width} columns"
+            )
+    return rows
+
+
+_NOT_MSGPACK = (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError)
+
+
+def _name(key: bytes) -> str:
+    return key.decode(errors="replace")

@@ -1,8 +1,9 @@
 """One request's read, without I/O: which keys to fetch, and how replies become `OnlineFeatures`.
 
 The store sends the keys of `Lookup.keys(version)` together with a read of the version pointer in
-one round trip, and hands the replies to `Lookup.finish`. Rows the in-process caches hold are not
-fetched; fetched rows are decoded and remembered there.
+one round trip, and hands the replies to `Lookup.finish` with the version's `Layout` (its column
+order). Rows the in-process caches hold are not fetched; fetched rows are decoded and remembered
+there.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from feature_store.cache import MISSING, EntityCache, Missing
-from feature_store.codec import Row, StoredEntity, decode_row, entity_prefix
+from feature_store.codec import Layout, StoredEntity, Values, decode_rows, entity_prefix
 from feature_store.store import OnlineFeatures
 
 
@@ -32,7 +33,7 @@ class Lookup:
             "item": item_cache,
         }
         ids = [user_id, *item_ids]
-        self._rows: list[Row | None] = [None] * len(ids)
+        self._rows: list[Values | None] = [None] * len(ids)
         self._wanted: list[tuple[int, StoredEntity, str]] = []  # (position, entity, id)
         for position, entity_id in enumerate(ids):
             entity: StoredEntity = "user" if position == 0 else "item"
@@ -54,20 +55,33 @@ class Lookup:
         return [prefixes[entity] + entity_id.encode() for _, entity, entity_id in self._wanted]
 
     def finish(
-        self, version: int | None, keys: Sequence[bytes], blobs: Sequence[bytes | None]
+        self,
+        version: int | None,
+        layout: Layout,
+        keys: Sequence[bytes],
+        blobs: Sequence[bytes | None],
     ) -> OnlineFeatures:
-        """The lookup's result from the `blobs` at `keys` (as `keys(namespace, version)` gave).
+        """The lookup's result from the `blobs` at `keys` (as `keys(namespace, version)` gave),
+        stored in `version`'s `layout`.
 
         `version` None means nothing was ever materialized: every row is absent.
         """
-        rows = list(self._rows)
-        if version is not None:
-            for (position, entity, entity_id), key, blob in zip(
-                self._wanted, keys, blobs, strict=True
-            ):
-                row = None if blob is None else decode_row(blob, key)
-                rows[position] = row
-                cache = self._caches[entity]
-                if cache is not None:
-                    cache.put(version, entity_id, row)
-        return OnlineFeatures(self.user_id, self.item_ids, rows[0], rows[1:])
+        rows = self._rows
+        if version is not None and self._wanted:
+            user_wanted = self._wanted[0][0] == 0
+            widths = [len(layout.item)] * len(self._wanted)
+            if user_wanted:
+                widths[0] = len(layout.user)
+            fetched = decode_rows(blobs, keys, widths)
+            if len(fetched) == len(rows):  # nothing came from the caches: already in order
+                rows = fetched
+            else:
+                rows = list(rows)
+                for (position, _, _), row in zip(self._wanted, fetched, strict=True):
+                    rows[position] = row
+            if self._caches["user"] is not None or self._caches["item"] is not None:
+                for (_, entity, entity_id), row in zip(self._wanted, fetched, strict=True):
+                    cache = self._caches[entity]
+                    if cache is not None:
+                        cache.put(version, entity_id, row)
+        return OnlineFeatures(self.user_id, self.item_ids, layout, rows[0], rows[1:])

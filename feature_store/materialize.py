@@ -119,8 +119,10 @@ def _write(
     ttl_s: int | None,
 ) -> EntityReport:
     written = 0
+    columns = [feature.name for feature in file.features]
+    writer.write(version, file.entity, [], columns=columns)  # fixed even for an empty file
     for rows in _rows(file):
-        written += writer.write(version, file.entity, rows, ttl_s=ttl_s)
+        written += writer.write(version, file.entity, rows, columns=columns, ttl_s=ttl_s)
         if progress is not None:
             progress(file.entity, written, file.table.num_rows)
     return EntityReport(file.entity, written)
@@ -181,9 +183,10 @@ def _rows(file: EntityFile) -> Iterator[list[tuple[str, Row]]]:
 
 
 def _record(files: list[EntityFile], version: int, seconds: float) -> dict[str, Any]:
-    """The metadata record: when, and which file, key and features each entity came from."""
+    """The metadata record: when, and which file, key and features each entity came from (the
+    writer adds the column order of the stored arrays, the same features in the same order)."""
     return {
-        "format": 2,
+        "format": 3,
         "version": version,
         "materialized_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),

@@ -3,7 +3,9 @@
 A lookup is one round trip: a MULTI/EXEC transaction of `GET {namespace}:current` and one MGET of
 the user's and the items' keys in the version this store last saw. When the pointer says a newer
 version went live, the store forgets its cached rows and reads again from that version (once per
-flip), so a reader never mixes two versions nor reads one that was deleted under it.
+flip), so a reader never mixes two versions nor reads one that was deleted under it. The first
+read of a version also GETs its meta record in the same transaction, for the column order of its
+arrays (`Layout`), kept until the next flip.
 
 Failures surface as `StoreUnavailable` within `timeout` (default 50 ms) so that serving degrades
 instead of hanging: the whole lookup runs under `asyncio.timeout` (a command that met a dead
@@ -26,7 +28,7 @@ import redis
 import redis.asyncio
 
 from feature_store.cache import CacheConfig, EntityCache
-from feature_store.codec import DEFAULT_NAMESPACE, check_namespace, meta_key, parse_version
+from feature_store.codec import DEFAULT_NAMESPACE, Layout, check_namespace, meta_key, parse_version
 from feature_store.codec import pointer_key as _pointer_key
 from feature_store.connection import locate
 from feature_store.embedded import EmbeddedRedis
@@ -47,7 +49,8 @@ class RedisOnlineStore:
 
     `description` names the store in messages (the URL without its password, or the directory).
     `embedded` is the server this store started or attached to, stopped (if unused) on `aclose`.
-    `version` is the table version the last lookup read (None before, or if none is live).
+    `version` is the table version the last lookup read (None before, or if none is live), and
+    `layout` its column order (None until read with the first lookup of that version).
     A lookup the caches answer entirely skips Redis, unless the pointer was last read more than
     `pointer_check_s` seconds ago: then it reads the pointer, so flips are seen within that time.
     """
@@ -73,6 +76,7 @@ class RedisOnlineStore:
         self.retry_after = retry_after
         self.embedded = embedded
         self.version: int | None = None
+        self.layout: Layout | None = None
         cache = cache if cache is not None else CacheConfig()
         self.user_cache = None if cache.user is None else EntityCache(cache.user)
         self.item_cache = None if cache.item is None else EntityCache(cache.item)
@@ -130,28 +134,41 @@ class RedisOnlineStore:
 
     async def _lookup(self, user_id: str, item_ids: Sequence[str]) -> OnlineFeatures:
         lookup = self._plan(user_id, item_ids)
-        if lookup.complete and time.monotonic() - self._pointer_read_at < self.pointer_check_s:
-            return lookup.finish(self.version, [], [])
+        if (
+            lookup.complete
+            and self.layout is not None
+            and time.monotonic() - self._pointer_read_at < self.pointer_check_s
+        ):
+            return lookup.finish(self.version, self.layout, [], [])
         if self.version is None:  # first lookup, or nothing live yet: learn the version first
             # (the caches hold nothing while no version is known: `lookup` stays valid)
             self._observe(parse_version(await self._client.get(self._pointer), self._pointer))
             self._pointer_read_at = time.monotonic()
         for _ in range(MAX_FLIPS_PER_LOOKUP):
-            version = self.version
+            version, layout = self.version, self.layout  # as of now: other lookups may flip them
             if version is None:
-                return lookup.finish(None, [], [])
+                return lookup.finish(None, Layout(), [], [])
             keys = lookup.keys(self.namespace, version)
-            if keys:
+            meta = meta_key(self.namespace, version)
+            if keys or layout is None:
                 async with self._client.pipeline(transaction=True) as pipe:
                     pipe.get(self._pointer)
-                    pipe.mget(keys)
-                    pointer, blobs = await pipe.execute()
+                    if layout is None:  # a version not read before: its column order too
+                        pipe.get(meta)
+                    if keys:
+                        pipe.mget(keys)
+                    replies = await pipe.execute()
+                pointer, blobs = replies[0], replies[-1] if keys else []
             else:  # the caches hold every row: only check that they are still current
                 pointer, blobs = await self._client.get(self._pointer), []
             self._pointer_read_at = time.monotonic()
             live = parse_version(pointer, self._pointer)
             if live == version:
-                return lookup.finish(version, keys, blobs)
+                if layout is None:
+                    layout = Layout.from_meta(replies[1], meta)
+                    if self.version == version:
+                        self.layout = layout
+                return lookup.finish(version, layout, keys, blobs)
             self._observe(live)  # flipped since the last lookup: read the live version instead
             lookup = self._plan(user_id, item_ids)
         raise StoreUnavailable(
@@ -170,10 +187,11 @@ class RedisOnlineStore:
         return Lookup(user_id, item_ids, user_cache=self.user_cache, item_cache=self.item_cache)
 
     def _observe(self, version: int | None) -> None:
-        """Remember the live version; a new one invalidates every cached row."""
+        """Remember the live version; a new one invalidates every cached row and the layout."""
         if version == self.version and version is not None:
             return
         self.version = version
+        self.layout = None
         for cache in (self.user_cache, self.item_cache):
             if cache is not None:
                 cache.reset(version)

@@ -1,16 +1,18 @@
 """Writing versions of the online tables: what materialization does to Redis (blocking redis-py).
 
-A materialization `begin`s a new version, `write`s every row into it, records its metadata, and
-`flip`s the pointer: a Lua compare-and-set that moves `{namespace}:current` only forward, so of
-two materializations racing, the later-numbered one wins and the other's rows are discarded,
-never served. After a flip every older version is deleted: the one readers left, and any version
-an interrupted materialization left half-written. Layout: `feature_store.codec`.
+A materialization `begin`s a new version, `write`s every row into it, records its metadata (with
+the column order the rows were written in, which readers decode them by), and `flip`s the pointer:
+a Lua compare-and-set that moves `{namespace}:current` only forward (recording the column order
+first if no metadata was written), so of two materializations racing, the later-numbered one wins
+and the other's rows are discarded, never served. After a flip every older version is deleted:
+the one readers left, and any version an interrupted materialization left half-written. Layout:
+`feature_store.codec`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +21,7 @@ import redis
 
 from feature_store.codec import (
     DEFAULT_NAMESPACE,
+    Layout,
     Row,
     StoredEntity,
     check_namespace,
@@ -52,13 +55,15 @@ end
 return n
 """
 
-# KEYS: pointer; ARGV: version. Sets the pointer unless it is already at or past the version;
+# KEYS: pointer, the version's meta record; ARGV: version, a meta record to store if it has none.
+# Sets the pointer unless it is already at or past the version;
 # returns {1 if set, the pointer's value before ('' if none)}.
 _FLIP = """
 local live = redis.call('GET', KEYS[1])
 if live and tonumber(live) >= tonumber(ARGV[1]) then
   return {0, live}
 end
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
 redis.call('SET', KEYS[1], ARGV[1])
 return {1, live or ''}
 """
@@ -90,6 +95,7 @@ class StoreWriter:
         self._begin = client.register_script(_BEGIN)
         self._flip = client.register_script(_FLIP)
         self._pointer = pointer_key(namespace)
+        self._columns: dict[int, dict[StoredEntity, tuple[str, ...]]] = {}
 
     def current_version(self) -> int | None:
         """The version readers are served, None if nothing was ever flipped to."""
@@ -105,17 +111,36 @@ class StoreWriter:
         entity: StoredEntity,
         rows: Iterable[tuple[str, Row]],
         *,
+        columns: Sequence[str] | None = None,
         ttl_s: int | None = None,
     ) -> int:
         """Store `(entity_id, row)` pairs in `version`, `WRITE_BATCH` keys per round trip.
 
+        Each row is stored as an array in `columns` order (`codec.encode_row`). The first write of
+        `entity` into `version` fixes its columns: `columns`, or by default the features its rows
+        use, in order of first use; `write_metadata` records them. Later writes of it must keep
+        them (ValueError otherwise, as for a row with a feature outside them).
         With `ttl_s`, each row expires that many seconds after it was written (it then reads as
         absent), else rows live until their version is deleted. Returns how many were written.
         """
+        fixed = self._columns.setdefault(version, {})
+        if entity not in fixed:
+            if columns is None:
+                rows = list(rows)
+                columns = list(dict.fromkeys(name for _, row in rows for name in row))
+            fixed[entity] = tuple(columns)
+        elif columns is not None and tuple(columns) != fixed[entity]:
+            raise ValueError(
+                f"version {version} stores {entity} columns {list(fixed[entity])}, "
+                f"not {list(columns)}"
+            )
+        order = fixed[entity]
         prefix = entity_prefix(self.namespace, version, entity)
         written = 0
         for batch in _batches(rows):
-            mapping = {prefix + entity_id.encode(): encode_row(row) for entity_id, row in batch}
+            mapping = {
+                prefix + entity_id.encode(): encode_row(row, order) for entity_id, row in batch
+            }
             if ttl_s is None:
                 self._call(self._client.mset, mapping)
             else:
@@ -126,17 +151,26 @@ class StoreWriter:
             written += len(batch)
         return written
 
+    def layout(self, version: int) -> Layout:
+        """The column order this writer stored each entity of `version` in (empty if none)."""
+        fixed = self._columns.get(version, {})
+        return Layout(user=fixed.get("user", ()), item=fixed.get("item", ()))
+
     def write_metadata(self, version: int, record: dict[str, Any]) -> None:
-        """Store what `version` holds (a JSON object), read back by `RedisOnlineStore.metadata`."""
-        blob = json.dumps(record, sort_keys=True).encode()
-        self._call(self._client.set, meta_key(self.namespace, version), blob)
+        """Store what `version` holds (a JSON object), read back by `RedisOnlineStore.metadata`,
+        with its `"columns"` (`layout(version)`) added: write it after the rows, before `flip`."""
+        self._call(self._client.set, meta_key(self.namespace, version), self._meta(version, record))
 
     def flip(self, version: int) -> int | None:
         """Serve `version` from now on; return the version served before (None if none).
 
+        Readers decode rows by the column order in the version's metadata: if `write_metadata`
+        was not called, the flip stores `{"version", "columns"}` as this writer wrote them.
         Raises VersionConflict, after deleting `version`, if a newer version is already live.
         """
-        flipped, before = self._call(self._flip, [self._pointer], [version])
+        keys = [self._pointer, meta_key(self.namespace, version)]
+        minimal = self._meta(version, {"version": version})
+        flipped, before = self._call(self._flip, keys, [version, minimal])
         if not flipped:
             self.discard(version)
             raise VersionConflict(
@@ -176,6 +210,10 @@ class StoreWriter:
         self.close()
 
     # ---- internals --------------------------------------------------------------------------
+
+    def _meta(self, version: int, record: dict[str, Any]) -> bytes:
+        full = {**record, "columns": self.layout(version).to_record()}
+        return json.dumps(full, sort_keys=True).encode()
 
     def _scan(self, pattern: bytes) -> Iterator[bytes]:
         try:

@@ -72,8 +72,9 @@ Tables = Mapping[StoredEntity, Sequence[tuple[str, Row]]]
 
 @pytest.fixture
 def publish(writer: StoreWriter) -> Callable[[Tables], int]:
-    """`publish({"user": [(id, row), ...], "item": [...]})`: write a new version, flip to it,
-    delete older versions; returns the version."""
+    """`publish({"user": [(id, row), ...], "item": [...]})`: write a new version (its columns:
+    the features its rows use, recorded by the flip), flip to it, delete older versions; returns
+    the version."""
 
     def write_and_flip(tables: Tables) -> int:
         version = writer.begin()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from feature_store.codec import (
+    Layout,
     check_namespace,
     counter_key,
-    decode_row,
+    decode_rows,
     encode_row,
     entity_key,
     entity_prefix,
@@ -49,30 +50,67 @@ def test_the_pointer_holds_a_decimal_version() -> None:
         parse_version(b"v7", b"ns:current")
 
 
-def test_values_are_msgpack_maps_with_float32_numbers() -> None:
-    blob = encode_row({"price": 1.5, "cat": "7", "seq": ["a", ""]})
+def test_values_are_msgpack_arrays_in_column_order_with_float32_numbers_and_nil_if_missing() -> (
+    None
+):
+    columns = ["price", "cat", "seq", "age"]
+    blob = encode_row({"seq": ["a", ""], "price": 1.5, "cat": "7"}, columns)
     assert blob == (
-        b"\x83"  # map of 3
-        b"\xa5price\xca\x3f\xc0\x00\x00"  # float32 1.5
-        b"\xa3cat\xa17"
-        b"\xa3seq\x92\xa1a\xa0"
+        b"\x94"  # array of 4, in the order of `columns`, not of the row
+        b"\xca\x3f\xc0\x00\x00"  # float32 1.5
+        b"\xa17"
+        b"\x92\xa1a\xa0"
+        b"\xc0"  # nil: "age" is missing
     )
-    assert decode_row(blob, b"k") == {"price": 1.5, "cat": "7", "seq": ["a", ""]}
+    keys = [b"k1", b"k2", b"k3"]
+    assert decode_rows([blob, None, b"\x90"], keys, [4, 4, 0]) == [
+        [1.5, "7", ["a", ""], None],
+        None,  # no such key
+        [],
+    ]
+
+
+def test_a_feature_outside_the_columns_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"features \['size'\] are not among the columns \['price'\]"
+    ):
+        encode_row({"price": 1.0, "size": 2.0}, ["price"])
 
 
 def test_numbers_come_back_at_float32_precision() -> None:
-    row = decode_row(encode_row({"x": 0.1}), b"k")
-    assert row["x"] != 0.1
-    assert row["x"] == pytest.approx(0.1, rel=1e-7)
+    [row] = decode_rows([encode_row({"x": 0.1}, ["x"])], [b"k"], [1])
+    assert row is not None and row[0] != 0.1
+    assert row[0] == pytest.approx(0.1, rel=1e-7)
 
 
 @pytest.mark.parametrize(
     ("blob", "message"),
-    [(b"\xc1", "not msgpack"), (b"\x93\x01\x02\x03", "is a list, not a feature map")],
+    [
+        (b"\xc1", "not msgpack"),
+        (b"\x93\x01\x02\x03\x04", "not msgpack"),  # an array, then extra bytes
+        (b"\x81\xa1x\x01", "is a dict, not an array of the 3 columns"),  # a map: the old format
+        (b"\x92\x01\x02", "is a list of 2, not an array of the 3 columns"),
+        (b"\x07", "is a int, not an array of the 3 columns"),
+    ],
 )
 def test_foreign_values_raise_naming_the_key(blob: bytes, message: str) -> None:
+    good = encode_row({"a": 1.0}, ["a", "b", "c"])
+    keys = [b"mtrank:v1:item:1", b"mtrank:v1:item:9"]
     with pytest.raises(CorruptValue, match=f"'mtrank:v1:item:9'.*{message}"):
-        decode_row(blob, b"mtrank:v1:item:9")
+        decode_rows([good, blob], keys, [3, 3])
+
+
+def test_the_column_order_is_read_from_the_meta_record() -> None:
+    meta = b'{"columns": {"item": ["price", "cat"], "user": []}, "version": 7}'
+    assert Layout.from_meta(meta, b"mtrank:v7:meta") == Layout(user=(), item=("price", "cat"))
+    assert Layout(user=("age",), item=("price",)).to_record() == {
+        "user": ["age"],
+        "item": ["price"],
+    }
+    with pytest.raises(CorruptValue, match="'mtrank:v7:meta' is missing"):
+        Layout.from_meta(None, b"mtrank:v7:meta")
+    with pytest.raises(CorruptValue, match="'mtrank:v7:meta' has no column order"):
+        Layout.from_meta(b'{"format": 2, "entities": {}}', b"mtrank:v7:meta")
 
 
 @pytest.mark.parametrize("bad", ["", "a:b", "a*", "a b", "x?", "a[b]"])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from feature_store.cache import EntityCache, EntityCacheConfig
-from feature_store.codec import encode_row
+from feature_store.codec import Layout, encode_row
 from feature_store.lookup import Lookup
+
+LAYOUT = Layout(user=("age",), item=("price", "category"))
 
 
 def _cache(version: int = 3) -> EntityCache:
@@ -26,7 +28,9 @@ def test_keys_are_the_user_then_the_items_in_request_order() -> None:
 def test_replies_are_decoded_in_place_with_none_where_absent() -> None:
     lookup = Lookup("u1", ["i1", "i2"])
     keys = lookup.keys("ns", 3)
-    found = lookup.finish(3, keys, [encode_row({"age": 1.0}), None, encode_row({"price": 2.0})])
+    blobs = [encode_row({"age": 1.0}, LAYOUT.user), None, encode_row({"price": 2.0}, LAYOUT.item)]
+    found = lookup.finish(3, LAYOUT, keys, blobs)
+    assert (found.user_values, found.item_values) == ([1.0], [None, [2.0, None]])
     assert found.user == {"age": 1.0}
     assert found.items == [None, {"price": 2.0}]
     assert found.missing_items == ["i1"]
@@ -34,20 +38,20 @@ def test_replies_are_decoded_in_place_with_none_where_absent() -> None:
 
 def test_cached_rows_are_not_fetched_and_fetched_rows_are_cached() -> None:
     users, items = _cache(), _cache()
-    users.put(3, "u1", {"age": 1.0})
+    users.put(3, "u1", [1.0])
     items.put(3, "i2", None)  # known absent
     lookup = Lookup("u1", ["i1", "i2"], user_cache=users, item_cache=items)
     keys = lookup.keys("ns", 3)
     assert keys == [b"ns:v3:item:i1"]
-    found = lookup.finish(3, keys, [encode_row({"price": 5.0})])
+    found = lookup.finish(3, LAYOUT, keys, [encode_row({"price": 5.0}, LAYOUT.item)])
     assert (found.user, found.items) == ({"age": 1.0}, [{"price": 5.0}, None])
     again = Lookup("u1", ["i1", "i2"], user_cache=users, item_cache=items)
     assert again.complete
-    assert again.finish(3, [], []).items == [{"price": 5.0}, None]
+    assert again.finish(3, LAYOUT, [], []).items == [{"price": 5.0}, None]
 
 
 def test_no_live_version_means_every_row_is_absent() -> None:
-    found = Lookup("u1", ["i1"]).finish(None, [], [])
+    found = Lookup("u1", ["i1"]).finish(None, Layout(), [], [])
     assert found.missing_user
     assert found.missing_items == ["i1"]
     assert not found.degraded

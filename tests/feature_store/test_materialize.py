@@ -81,7 +81,12 @@ def test_the_metadata_record_says_what_was_loaded(
 
     record = asyncio.run(metadata())
     assert record is not None
-    assert record["version"] == 1
+    assert (record["version"], record["format"]) == (1, 3)
+    # the order of the stored arrays: what readers decode rows with
+    assert record["columns"] == {
+        "user": ["age", "segment", "recent"],
+        "item": ["price", "category"],
+    }
     assert record["entities"] == {
         "user": {
             "file": str((data / "users.parquet").resolve()),

@@ -4,6 +4,7 @@ versions resolved per lookup, the user cache in front."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import msgpack
@@ -58,13 +59,16 @@ def test_the_keys_on_the_server_are_exactly_the_documented_layout(
         ns + b":current",
         ns + b":v2:item:i1",
         ns + b":v2:item:i2",
+        ns + b":v2:meta",
         ns + b":v2:user:u1",
         ns + b":version",
     ]
     assert raw_redis.get(ns + b":current") == b"2"
     assert raw_redis.type(ns + b":v2:user:u1") == b"string"
-    blob = raw_redis.get(ns + b":v2:item:i1")
-    assert blob is not None and msgpack.unpackb(blob) == {"price": 2.5, "category": "7"}
+    meta = json.loads(raw_redis.get(ns + b":v2:meta") or b"null")
+    assert meta["columns"] == {"user": ["age", "recent"], "item": ["price", "category"]}
+    assert raw_redis.get(ns + b":v2:item:i1") == b"\x92\xca\x40\x20\x00\x00\xa17"  # [2.5, "7"]
+    assert raw_redis.get(ns + b":v2:item:i2") == b"\x92\xc0\xc0"  # [nil, nil]
 
 
 def test_a_lookup_is_one_transaction_of_the_pointer_and_one_mget(
@@ -91,6 +95,51 @@ def test_a_lookup_is_one_transaction_of_the_pointer_and_one_mget(
         "cmdstat_mget": 1,
         "cmdstat_exec": 1,
     }
+
+
+def test_the_first_lookup_of_a_version_reads_its_columns_in_the_same_transaction(
+    reader: Reader, publish: Publish, raw_redis: redis.Redis, namespace: str
+) -> None:
+    publish(TABLES)
+
+    async def scenario() -> list[dict[str, int]]:
+        counts = []
+        async with reader() as store:
+            await store.get_online_features("u1", [])  # learns the version and its columns
+            publish({"item": [("i1", {"category": "8", "price": 3.0})]})  # other columns
+            for _ in range(2):
+                before = raw_redis.info("commandstats")
+                found = await store.get_online_features("u1", ["i1"])
+                after = raw_redis.info("commandstats")
+                assert (found.user, found.items) == (None, [{"category": "8", "price": 3.0}])
+                counts.append(
+                    {
+                        name: n
+                        for name in after
+                        if name != "cmdstat_info"
+                        and (n := after[name]["calls"] - before.get(name, {"calls": 0})["calls"])
+                    }
+                )
+        return counts
+
+    flipped, next_one = asyncio.run(scenario())
+    # the stale version's read, then the live one's with its meta record: two transactions
+    assert flipped == {"cmdstat_multi": 2, "cmdstat_get": 3, "cmdstat_mget": 2, "cmdstat_exec": 2}
+    assert next_one == {"cmdstat_multi": 1, "cmdstat_get": 1, "cmdstat_mget": 1, "cmdstat_exec": 1}
+
+
+def test_a_live_version_without_a_column_order_raises_naming_its_meta_key(
+    reader: Reader, publish: Publish, raw_redis: redis.Redis, namespace: str
+) -> None:
+    publish(TABLES)
+    raw_redis.set(f"{namespace}:v1:meta", b'{"format": 2}')  # as an older mtrank wrote it
+
+    async def scenario() -> None:
+        async with reader() as store:
+            await store.get_online_features("u1", ["i1"])
+
+    with pytest.raises(CorruptValue, match=f"'{namespace}:v1:meta' has no column order"):
+        asyncio.run(scenario())
 
 
 def test_a_flip_is_seen_by_the_next_lookup_and_clears_the_caches(
@@ -139,7 +188,7 @@ def test_cached_users_are_served_without_fetching_them(
         async with reader(cache=config) as store:
             await store.get_online_features("u1", ["i1", "i2"])
             # changed behind the store's back, in place: a cached row is served as it was
-            raw_redis.set(f"{namespace}:v1:user:u1", msgpack.packb({"age": 99.0}))
+            raw_redis.set(f"{namespace}:v1:user:u1", msgpack.packb([99.0, None]))
             found = await store.get_online_features("u1", ["i1"])
             assert found.user == {"age": 30.0, "recent": ["7", "8"]}
             stats = store.cache_stats()
@@ -157,7 +206,7 @@ def test_without_a_cache_every_lookup_reads_redis(
     async def scenario() -> None:
         async with reader(cache=CacheConfig.off()) as store:
             await store.get_online_features("u1", [])
-            raw_redis.set(f"{namespace}:v1:user:u1", msgpack.packb({"age": 99.0}))
+            raw_redis.set(f"{namespace}:v1:user:u1", msgpack.packb([99.0, None]))
             assert (await store.get_online_features("u1", [])).user == {"age": 99.0}
             assert store.cache_stats() == {}
 
@@ -177,7 +226,7 @@ def test_nothing_materialized_means_everything_absent_not_degraded(reader: Reade
 
 def test_metadata_is_the_live_versions_record(reader: Reader, writer: StoreWriter) -> None:
     version = writer.begin()
-    writer.write_metadata(version, {"format": 2, "entities": {"user": {"rows": 3}}})
+    writer.write_metadata(version, {"format": 3, "entities": {"user": {"rows": 3}}})
 
     async def metadata() -> object:
         async with reader() as store:
@@ -185,7 +234,11 @@ def test_metadata_is_the_live_versions_record(reader: Reader, writer: StoreWrite
 
     assert asyncio.run(metadata()) is None  # written, but not flipped to
     writer.flip(version)
-    assert asyncio.run(metadata()) == {"format": 2, "entities": {"user": {"rows": 3}}}
+    assert asyncio.run(metadata()) == {
+        "format": 3,
+        "entities": {"user": {"rows": 3}},
+        "columns": {"user": [], "item": []},  # added by the writer: nothing written
+    }
 
 
 def test_a_foreign_value_under_the_namespace_raises_naming_its_key(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import msgpack
 import pytest
 import redis
 
@@ -34,6 +37,7 @@ def test_a_version_numbered_below_the_live_one_cannot_flip_and_is_discarded(
     assert writer.current_version() == newer
     assert _keys(raw_redis, namespace) == [
         f"{namespace}:current".encode(),
+        f"{namespace}:v{newer}:meta".encode(),
         f"{namespace}:version".encode(),
     ]
 
@@ -65,3 +69,44 @@ def test_rows_written_with_a_ttl_expire(
     writer.write(1, "item", [("i2", {"price": 1.0})])
     assert 0 < raw_redis.ttl(f"{namespace}:v1:item:i1") <= 100
     assert raw_redis.ttl(f"{namespace}:v1:item:i2") == -1  # no expiry
+
+
+def test_a_version_flipped_to_without_metadata_gets_its_column_order_recorded(
+    writer: StoreWriter, raw_redis: redis.Redis, namespace: str
+) -> None:
+    version = writer.begin()
+    writer.write(version, "item", [("i1", {"price": 1.0})])
+    assert raw_redis.get(f"{namespace}:v1:meta") is None
+    writer.flip(version)
+    assert json.loads(raw_redis.get(f"{namespace}:v1:meta")) == {
+        "version": 1,
+        "columns": {"user": [], "item": ["price"]},
+    }
+    writer.write_metadata(2, {"rows": 0})
+    writer.flip(2)  # a record that exists is left as it is
+    assert json.loads(raw_redis.get(f"{namespace}:v2:meta")) == {
+        "rows": 0,
+        "columns": {"user": [], "item": []},
+    }
+
+
+def test_rows_are_arrays_in_the_column_order_the_metadata_records(
+    writer: StoreWriter, raw_redis: redis.Redis, namespace: str
+) -> None:
+    columns = ["price", "category", "tags"]
+    writer.write(1, "item", [("i1", {"tags": ["a"], "price": 1.5})], columns=columns)
+    writer.write(1, "item", [("i2", {"category": "7"})])  # the columns stay as first written
+    writer.write(1, "user", [("u1", {"age": 3.0}), ("u2", {"segment": "b", "age": 4.0})])
+    writer.write_metadata(1, {"format": 3})
+    record = json.loads(raw_redis.get(f"{namespace}:v1:meta"))
+    assert record == {
+        "format": 3,
+        "columns": {"user": ["age", "segment"], "item": ["price", "category", "tags"]},
+    }
+    assert msgpack.unpackb(raw_redis.get(f"{namespace}:v1:item:i1")) == [1.5, None, ["a"]]
+    assert msgpack.unpackb(raw_redis.get(f"{namespace}:v1:item:i2")) == [None, "7", None]
+    assert msgpack.unpackb(raw_redis.get(f"{namespace}:v1:user:u1")) == [3.0, None]
+    with pytest.raises(ValueError, match=r"version 1 stores item columns \['price', 'category', "):
+        writer.write(1, "item", [("i3", {})], columns=["category", "price", "tags"])
+    with pytest.raises(ValueError, match=r"features \['size'\] are not among the columns"):
+        writer.write(1, "item", [("i3", {"size": 1.0})])
