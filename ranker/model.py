@@ -103,6 +103,10 @@ class RankingModel(tfrs.models.Model):
     ) -> dict[str, tf.Tensor]:
         return self._forward(features, training)[0]
 
+    def inference_layers(self) -> list[keras.layers.Layer]:
+        """Every layer `call` uses (not the losses, metrics or optimizer): what an export must keep."""
+        return [*self.feature_inputs, *self.crosses, self.backbone, *self.towers, self.product]
+
     def gate_weights(self, features: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         """For gated architectures, each task's weights over its experts [B, E] (diagnostics only)."""
         gates = self._forward(features, training=False)[1]

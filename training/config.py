@@ -37,8 +37,16 @@ class OptimizerConfig(_Strict):
 class EarlyStoppingConfig(_Strict):
     enabled: bool = True
     monitor: str = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
     patience: int = Field(default=1, ge=0)
     min_delta: float = Field(default=0.0, ge=0)
+
+    @property
+    def direction(self) -> Literal["min", "max"]:
+        """`auto` means max for AUC-like metrics and min for losses (Keras' own `auto` gets AUC wrong)."""
+        if self.mode != "auto":
+            return self.mode
+        return "max" if "auc" in self.monitor else "min"
 
 
 class TrainConfig(_Strict):

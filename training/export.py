@@ -43,9 +43,7 @@ class _Servable(tf.Module):
 
     def __init__(self, model: RankingModel) -> None:
         super().__init__(name="mtrank_servable")
-        self.feature_inputs = list(model.feature_inputs)
-        self.backbone = model.backbone
-        self.towers = list(model.towers)
+        self.layers = model.inference_layers()
 
 
 def export_saved_model(model: RankingModel, path: str | Path) -> Path:

@@ -206,6 +206,7 @@ def _callbacks(config: TrainConfig, run_dir: Path, verbose: bool) -> list[keras.
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=config.early_stopping.monitor,
+                mode=config.early_stopping.direction,
                 patience=config.early_stopping.patience,
                 min_delta=config.early_stopping.min_delta,
                 restore_best_weights=True,

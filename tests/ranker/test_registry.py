@@ -59,9 +59,10 @@ def trained(schema: Schema, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("exports")
     probe = _probe()
     results: dict[str, dict] = {}
-    for name in registry.names():
+    for name in [*registry.names(), "mmoe+crosses"]:
         tf.keras.utils.set_random_seed(7)
-        model = RankingModel(schema, name)
+        architecture, _, extra = name.partition("+")
+        model = RankingModel(schema, architecture, {"cross_layers": 2} if extra else None)
         model.adapt([features])
         model.compile(optimizer=keras.optimizers.Adam(0.01))
         before = model.evaluate(dataset, verbose=0, return_dict=True)["loss"]
@@ -86,7 +87,7 @@ def trained(schema: Schema, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"models": results, "reloaded": reloaded, "heavy_modules": report["heavy_modules"]}
 
 
-@pytest.mark.parametrize("architecture", registry.names())
+@pytest.mark.parametrize("architecture", [*registry.names(), "mmoe+crosses"])
 def test_trains_exports_and_reloads_without_mtrank(
     architecture: str, trained: dict, schema: Schema
 ) -> None:

@@ -1,0 +1,112 @@
+"""The app factory: `create_app(settings)` builds the FastAPI app; its lifespan opens everything.
+
+At startup the lifespan loads and warms the latest version of every model (`ModelManager`),
+opens the online store (`FeatureSource`), starts the thread pool that calls the models and the
+task that polls for new versions, then freezes the garbage collector's view of everything
+loaded so far (`gc.freeze()`: full collections stop walking the model graphs, which otherwise
+adds tens of milliseconds to the latency tail). At shutdown it stops them again. Nothing happens
+at import or in `create_app` beyond building objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from serving.errors import install_error_handlers
+from serving.manager import ModelManager
+from serving.metrics import Metrics
+from serving.middleware import ServiceMiddleware
+from serving.routes import ROUTERS
+from serving.routing import ModelRouter
+from serving.settings import Settings
+from serving.store import FeatureSource
+
+log = logging.getLogger("mtrank.serving")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The service for `settings`; models and store open when the app starts (lifespan)."""
+    app = FastAPI(
+        title="mtrank",
+        summary="Multi-task ranking: per-task scores for a user's candidates",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    for router in ROUTERS:
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(
+        ServiceMiddleware,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        log_requests=settings.access_log,
+    )
+    return app
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    manager = ModelManager(
+        settings.models_dir, warmup_rows=settings.warmup_rows, listener=metrics.model_event
+    )
+    await asyncio.to_thread(manager.refresh)
+    if manager.ready:
+        log.info("serving models %s", manager.names)
+    else:
+        log.error(
+            "no model could be loaded from %s; /readyz answers 503 until one loads",
+            settings.models_dir,
+        )
+    if settings.experiments is not None:
+        log.warning(
+            "experiments file %s accepted; A/B routing is not implemented yet: requests are "
+            "routed by model",
+            settings.experiments,
+        )
+    features = FeatureSource.open(settings, metrics)
+    executor = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="mtrank-model")
+    app.state.manager = manager
+    app.state.router = ModelRouter(manager, settings.default_model)
+    app.state.features = features
+    app.state.executor = executor
+    _freeze(settings)
+    poller = None
+    if settings.poll_interval_s > 0:
+        poller = asyncio.create_task(_poll(manager, settings), name="mtrank-model-poll")
+    try:
+        yield
+    finally:
+        if poller is not None:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+        await features.aclose()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _poll(manager: ModelManager, settings: Settings) -> None:
+    """Look for new (or removed) versions every `poll_interval_s`; loads run in a thread."""
+    while True:
+        await asyncio.sleep(settings.poll_interval_s)
+        try:
+            events = await asyncio.to_thread(manager.refresh)
+        except Exception:  # a poll must never die: log and try again next time
+            log.exception("model poll failed")
+            continue
+        if any(outcome == "loaded" for _, _, outcome in events):
+            _freeze(settings)
+
+
+def _freeze(settings: Settings) -> None:
+    if settings.gc_freeze:
+        gc.collect()
+        gc.freeze()

@@ -1,0 +1,75 @@
+"""What routes get from the app, as `Annotated[..., Depends(...)]` aliases.
+
+Everything lives on `app.state`, put there by the lifespan (`serving.app`): the settings, the
+model manager, the router, the feature source, the metrics and the model-call thread pool.
+"""
+
+from __future__ import annotations
+
+import hmac
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from serving.errors import Forbidden, Unauthorized
+from serving.manager import ModelManager
+from serving.metrics import Metrics
+from serving.routing import Router
+from serving.settings import Settings
+from serving.store import FeatureSource
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_manager(request: Request) -> ModelManager:
+    return request.app.state.manager  # type: ignore[no-any-return]
+
+
+def get_router(request: Request) -> Router:
+    return request.app.state.router  # type: ignore[no-any-return]
+
+
+def get_features(request: Request) -> FeatureSource:
+    return request.app.state.features  # type: ignore[no-any-return]
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics  # type: ignore[no-any-return]
+
+
+def get_executor(request: Request) -> ThreadPoolExecutor:
+    return request.app.state.executor  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ManagerDep = Annotated[ModelManager, Depends(get_manager)]
+RouterDep = Annotated[Router, Depends(get_router)]
+FeaturesDep = Annotated[FeatureSource, Depends(get_features)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ExecutorDep = Annotated[ThreadPoolExecutor, Depends(get_executor)]
+
+
+def require_admin(request: Request, settings: SettingsDep) -> None:
+    """Admin endpoints: the API key when one is configured, else loopback clients only."""
+    if settings.api_key is None:
+        host = request.client.host if request.client else ""
+        if host not in _LOOPBACK:
+            raise Forbidden(
+                "admin endpoints answer loopback clients only unless MTRANK_API_KEY is set"
+            )
+        return
+    given = request.headers.get("x-api-key")
+    if given is None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token if scheme.lower() == "bearer" else None
+    expected = settings.api_key.get_secret_value()
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("admin endpoints need the API key (X-API-Key or Authorization: Bearer)")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]

@@ -1,0 +1,94 @@
+"""Prometheus metrics of one app (its own registry, so several apps can live in one process).
+
+mtrank_requests_total{route, model, variant, status}        requests answered
+mtrank_request_latency_seconds{route, model, variant}       end-to-end latency
+mtrank_model_latency_seconds{model}                          the SavedModel call alone
+mtrank_store_latency_seconds                                 one online-store round trip
+mtrank_store_errors_total                                    lookups that failed (degraded)
+mtrank_degraded_requests_total                               answered with defaults only
+mtrank_missing_features_total{entity}                        users/items/context defaulted
+mtrank_candidates                                            candidates per /v1/rank request
+mtrank_model_version{model}                                  the version serving now
+mtrank_model_loads_total{model, outcome}                     versions loaded or refused
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+class Metrics:
+    """The collectors, registered in `registry` (exposed at /metrics)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mtrank_requests",
+            "Requests answered, by route template, model, variant and HTTP status.",
+            ["route", "model", "variant", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "mtrank_request_latency_seconds",
+            "End-to-end request latency in the service, by route, model and variant.",
+            ["route", "model", "variant"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_latency = Histogram(
+            "mtrank_model_latency_seconds",
+            "Latency of one SavedModel call (all candidates of a request).",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.store_latency = Histogram(
+            "mtrank_store_latency_seconds",
+            "Latency of one online-store lookup (user and all candidates).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "mtrank_store_errors", "Online-store lookups that failed or timed out.", registry=r
+        )
+        self.degraded = Counter(
+            "mtrank_degraded_requests",
+            "Requests scored with default features because the store was unreachable or off.",
+            registry=r,
+        )
+        self.missing = Counter(
+            "mtrank_missing_features",
+            "Entities scored with default features: user, item (per candidate), context "
+            "(per feature).",
+            ["entity"],
+            registry=r,
+        )
+        self.candidates = Histogram(
+            "mtrank_candidates",
+            "Candidates per /v1/rank request.",
+            buckets=(1, 10, 50, 100, 200, 500, 1000, 2000, 5000),
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "mtrank_model_version",
+            "The version of each model that serves now.",
+            ["model"],
+            registry=r,
+        )
+        self.model_loads = Counter(
+            "mtrank_model_loads",
+            "Model versions loaded (outcome=loaded) or refused (outcome=refused).",
+            ["model", "outcome"],
+            registry=r,
+        )
+
+    def model_event(self, model: str, version: int, outcome: str) -> None:
+        """The manager's listener: count the load, and show the serving version."""
+        self.model_loads.labels(model, outcome).inc()
+        if outcome == "loaded":
+            self.model_version.labels(model).set(version)

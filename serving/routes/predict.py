@@ -1,0 +1,77 @@
+"""TF Serving's REST predict: `POST /v1/models/{name}[/versions/{v}]:predict` on raw features.
+
+No feature store: each instance carries the model's raw features (absent ones get their
+default), so the scores are those `/v1/rank` gives for the same values.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from serving.deps import ExecutorDep, ManagerDep, MetricsDep, SettingsDep
+from serving.errors import InvalidInput, NotFound, TooManyItems
+from serving.routing import serving_version
+from serving.schemas import PredictRequest, PredictResponse
+from serving.scoring import run_model, scores_json, with_scores
+from serving.servable import DEFAULT_SIGNATURE
+
+router = APIRouter(tags=["tf-serving"])
+
+
+@router.post("/v1/models/{name}:predict", response_model=PredictResponse)
+async def predict_latest(
+    name: str,
+    body: PredictRequest,
+    request: Request,
+    settings: SettingsDep,
+    manager: ManagerDep,
+    metrics: MetricsDep,
+    executor: ExecutorDep,
+) -> Response:
+    return await _predict(name, None, body, request, settings, manager, metrics, executor)
+
+
+@router.post("/v1/models/{name}/versions/{version}:predict", response_model=PredictResponse)
+async def predict_version(
+    name: str,
+    version: str,
+    body: PredictRequest,
+    request: Request,
+    settings: SettingsDep,
+    manager: ManagerDep,
+    metrics: MetricsDep,
+    executor: ExecutorDep,
+) -> Response:
+    if not version.isdigit() or int(version) < 1:
+        raise NotFound(f"no version {version!r}: versions are positive integers")
+    return await _predict(name, int(version), body, request, settings, manager, metrics, executor)
+
+
+async def _predict(
+    name: str,
+    version: int | None,
+    body: PredictRequest,
+    request: Request,
+    settings: SettingsDep,
+    manager: ManagerDep,
+    metrics: MetricsDep,
+    executor: ExecutorDep,
+) -> Response:
+    servable = serving_version(manager, name, version)
+    request.state.model, request.state.version = servable.name, servable.model_version
+    n = len(body.instances)
+    request.state.items = n
+    if n > settings.max_items:
+        raise TooManyItems(
+            ("body", "instances"), f"at most {settings.max_items} instances, got {n}", "too_long"
+        )
+    signature = servable.metadata.get("signature", DEFAULT_SIGNATURE)
+    if body.signature_name not in (None, signature):
+        raise InvalidInput(
+            ("body", "signature_name"),
+            f"unknown signature {body.signature_name!r} (this model serves {signature!r})",
+        )
+    batch = servable.batcher.instances_batch(body.instances)
+    scores = await run_model(servable, batch, executor, metrics)
+    rows = scores_json(servable.outputs, scores)
+    return Response(with_scores({}, "predictions", rows), media_type="application/json")

@@ -1,0 +1,63 @@
+"""Which model (and experiment variant) scores a request: the seam for A/B experiments.
+
+`ModelRouter` is the default: the model the request names, else `default_model`, else the only
+model, else the first by name; no experiments, so `variant` is None. An experiments router (the
+A/B issue) implements the same `route` and assigns variants by a salted hash of `user_id`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from serving.errors import NotFound
+from serving.manager import ModelManager
+from serving.servable import Servable
+
+
+@dataclass(frozen=True)
+class Route:
+    """The version that scores a request, and the experiment variant it belongs to (if any)."""
+
+    servable: Servable
+    variant: str | None = None
+    experiment: str | None = None
+
+
+class Router(Protocol):
+    def route(self, *, user_id: str, model: str | None, experiment: str | None) -> Route:
+        """Pick the servable; raise NotFound for an unknown model or experiment."""
+        ...
+
+
+class ModelRouter:
+    """Routes by the requested model name only."""
+
+    def __init__(self, manager: ModelManager, default_model: str | None = None) -> None:
+        self.manager = manager
+        self.default_model = default_model
+
+    def route(self, *, user_id: str, model: str | None, experiment: str | None) -> Route:
+        if experiment is not None:
+            raise NotFound(f"unknown experiment {experiment!r}: no experiments are configured")
+        name = model or self.default_model or self._first()
+        return Route(serving_version(self.manager, name))
+
+    def _first(self) -> str:
+        names = self.manager.names
+        if not names:
+            raise NotFound("no model is loaded yet")
+        return names[0]
+
+
+def serving_version(manager: ModelManager, name: str, version: int | None = None) -> Servable:
+    """The servable of `name` (and, if given, exactly `version`), or NotFound saying what serves."""
+    servable = manager.get(name)
+    if servable is None:
+        known = manager.names
+        raise NotFound(f"unknown model {name!r} (models: {known})")
+    if version is not None and version != servable.version:
+        raise NotFound(
+            f"model {name!r} has no loaded version {version} (serving version {servable.version})"
+        )
+    return servable

@@ -1,0 +1,91 @@
+"""Request and response bodies of the HTTP API (CONTRACT section 4), in one place.
+
+Request bodies are validated by FastAPI (a wrong JSON type is a 422 naming the field; unknown
+keys are errors). Feature values are typed later, against the model's schema
+(`serving.features`). Responses are written as plain JSON for speed; the response models here
+document them in the OpenAPI page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RankRequest(_Body):
+    user_id: StrictStr = Field(min_length=1, max_length=256)
+    item_ids: list[StrictStr] = Field(min_length=1)
+    context: dict[str, Any] | None = None
+    model: StrictStr | None = None
+    experiment: StrictStr | None = None
+
+
+class Missing(BaseModel):
+    user: bool
+    items: list[str]
+    context: list[str] = Field(description="context features the request left out (defaulted)")
+
+
+class RankResponse(BaseModel):
+    request_id: str
+    model: str
+    version: str
+    variant: str | None
+    scores: list[dict[str, str | float]] = Field(
+        description='one entry per item_ids entry, in order: {"item_id": ..., TASK: score}'
+    )
+    missing: Missing
+    degraded: bool
+
+
+class PredictRequest(_Body):
+    """TF Serving's REST row format."""
+
+    instances: list[dict[str, Any]] = Field(min_length=1)
+    signature_name: StrictStr | None = None
+
+
+class PredictResponse(BaseModel):
+    predictions: list[dict[str, float]]
+
+
+class VersionStatusBody(BaseModel):
+    version: str
+    state: str
+    status: dict[str, str]
+
+
+class ModelStatusResponse(BaseModel):
+    """TF Serving's `GET /v1/models/{name}` answer."""
+
+    model_version_status: list[VersionStatusBody]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str
+    state: str
+    pinned: int | None
+    outputs: list[str]
+    created: str | None
+    path: str
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelSummary]
+
+
+class PinRequest(_Body):
+    version: int = Field(ge=1)
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    models: dict[str, str]
+    store: str
+    degraded: bool

@@ -1,0 +1,79 @@
+"""The service's settings: `MTRANK_*` environment variables, overridden by `mtrank serve` flags.
+
+Read once, when `Settings()` is built (by the CLI or a test), never at import. Tests build them
+directly: `create_app(Settings(models_dir=path, store_dir=data, poll_interval_s=0))`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything `create_app` needs. Env var: `MTRANK_` + the field name in capitals."""
+
+    model_config = SettingsConfigDict(env_prefix="MTRANK_", extra="forbid", frozen=True)
+
+    # ---- what is served ------------------------------------------------------------------------
+    models_dir: Path = Field(description="MODELS: serves MODELS/NAME/VERSION/ for every NAME")
+    default_model: str | None = Field(
+        default=None,
+        description="model of a /v1/rank request that names none (default: the only model, "
+        "else the first by name)",
+    )
+    poll_interval_s: float = Field(
+        default=5.0, ge=0, description="how often to look for new versions; 0 turns polling off"
+    )
+    warmup_rows: int = Field(default=16, ge=1, le=10_000, description="rows of a warmup batch")
+    model_threads: int = Field(
+        default=4, ge=1, le=64, description="threads that call SavedModels (off the event loop)"
+    )
+
+    # ---- the online store (at most one of redis_url and store_dir) --------------------------
+    redis_url: str | None = Field(default=None, description="Redis URL of the online store")
+    store_dir: Path | None = Field(
+        default=None, description="data directory whose embedded store `materialize` filled"
+    )
+    store_namespace: str = "mtrank"
+    store_timeout_s: float = Field(default=0.05, gt=0, le=10)
+    store_cache_rows: int = Field(
+        default=10_000,
+        ge=0,
+        description="users and items each kept decoded in process (feature_store's LRU); 0: off",
+    )
+    store_cache_ttl_s: float = Field(default=30.0, gt=0)
+    store_retry_after_s: float = Field(
+        default=1.0, ge=0, description="after a store failure, degrade at once for this long"
+    )
+
+    # ---- limits and security ---------------------------------------------------------------
+    max_items: int = Field(default=2000, ge=1, description="most candidates per request")
+    max_body_bytes: int = Field(default=4 << 20, ge=1024, description="largest request body")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="required (X-API-Key or Authorization: Bearer) on admin endpoints; without "
+        "one, admin endpoints answer loopback clients only",
+    )
+
+    # ---- A/B (routing seam; experiments are a later issue) ---------------------------------
+    experiments: Path | None = None
+    exposure_log: Path | None = None
+
+    # ---- process --------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    access_log: bool = True
+    gc_freeze: bool = Field(
+        default=True,
+        description="gc.freeze() after models load: long-lived objects leave the collector's "
+        "generations, so full collections stop adding tens of ms to the tail",
+    )
+
+    @model_validator(mode="after")
+    def _one_store(self) -> Settings:
+        if self.redis_url is not None and self.store_dir is not None:
+            raise ValueError("give at most one of redis_url (--redis) and store_dir (--store)")
+        return self

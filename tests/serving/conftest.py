@@ -1,0 +1,130 @@
+"""Fixtures for the service tests: one small trained export per session, stores that hold its data.
+
+The export is made by the real `mtrank synth` and `mtrank train` (about half a minute), once;
+tests that change a models directory work on a copy (`models_dir`). `redis_store` materializes
+the data into the session Redis (`redis_url` from tests/conftest.py) under its own namespace;
+`embedded_data` into the embedded store under the data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+HPARAMS = "hparams: {num_experts: 2, expert_units: [16], tower_units: [8]}\n"
+
+
+def mtrank(*args: str | Path, env: dict[str, str] | None = None) -> str:
+    """Run `mtrank ARGS` in a subprocess; its stdout (fails the test with stderr if it fails)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "training.cli", *map(str, args)],
+        cwd=ROOT,
+        env=env or without_redis_url(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"mtrank {args[0]} failed:\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def without_redis_url() -> dict[str, str]:
+    """The environment minus REDIS_URL, so that the embedded store is the one meant."""
+    return {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+
+
+@dataclass(frozen=True)
+class Export:
+    data: Path  # synth output: users.parquet, items.parquet, schema.yaml, ...
+    models: Path  # MODELS with mmoe/1
+
+    @property
+    def version_dir(self) -> Path:
+        return self.models / "mmoe" / "1"
+
+
+@pytest.fixture(scope="session")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
+    root = tmp_path_factory.mktemp("export")
+    data, models = root / "data", root / "models"
+    mtrank("synth", "--out", data, "--rows", "20000", "--users", "500", "--items", "200")
+    config = root / "train.yaml"
+    config.write_text(HPARAMS)
+    mtrank(
+        "train", "--data", data, "--model", "mmoe", "--out", models, "--epochs", "1",
+        "--batch-size", "2048", "--config", config, "--quiet",
+    )  # fmt: skip
+    return Export(data, models)
+
+
+@pytest.fixture(scope="session")
+def embedded_data(export: Export) -> Path:
+    """The export's data directory with its embedded online store filled."""
+    mtrank("features", "materialize", "--data", export.data)
+    return export.data
+
+
+@pytest.fixture(scope="session")
+def redis_store(export: Export, redis_url: str) -> Iterator[tuple[str, str]]:
+    """(url, namespace) of the session Redis holding the export's users and items."""
+    namespace = f"serving-{uuid.uuid4().hex[:8]}"
+    mtrank(
+        "features", "materialize", "--data", export.data, "--redis", redis_url,
+        "--namespace", namespace,
+    )  # fmt: skip
+    yield redis_url, namespace
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def models_dir(export: Export, tmp_path: Path) -> Path:
+    """A private copy of the export's models directory (mmoe/1), free to change."""
+    target = tmp_path / "models"
+    shutil.copytree(export.models, target)
+    return target
+
+
+@pytest.fixture
+def drop_version() -> Callable[..., Path]:
+    """`drop_version(models, source, version, name="mmoe", change=None)`: see `_drop_version`."""
+    return _drop_version
+
+
+def _drop_version(
+    models: Path,
+    source: Path,
+    version: int,
+    name: str = "mmoe",
+    change: Callable[[Path], None] | None = None,
+) -> Path:
+    """Copy the version directory `source` in as MODELS/NAME/VERSION, appearing atomically
+    (renamed into place, as `mtrank train` does); `change(staging_dir)` may alter it first."""
+    staging = models / name / f".staging-{version}"
+    shutil.copytree(source, staging)
+    if change is not None:
+        change(staging)
+    target = models / name / str(version)
+    staging.rename(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def run_mtrank() -> Callable[..., str]:
+    """`run_mtrank(*args)`: `mtrank ARGS` in a subprocess (REDIS_URL unset); its stdout."""
+    return mtrank
