@@ -9,8 +9,11 @@ arrays (`Layout`), kept until the next flip.
 
 Failures surface as `StoreUnavailable` within `timeout` (default 50 ms) so that serving degrades
 instead of hanging: the whole lookup runs under `asyncio.timeout` (a command that met a dead
-pooled connection is resent once, at once, inside that budget), and after a failure the store refuses calls for `retry_after` seconds without touching the
-network, so while Redis is down or hung, requests in degraded mode do not each wait `timeout`.
+pooled connection is resent once, at once, inside that budget). A circuit breaker keeps
+degraded requests from each waiting `timeout` while Redis is down or hung: a refused connection
+opens it at once, timeouts only after `failure_threshold` in a row (one slow answer on a busy
+machine is not an outage), and while open the store refuses calls for `retry_after` seconds
+without touching the network.
 `ping` always tries (it is the readiness probe) and ends that cool-down. Connections that died
 with a Redis restart are replaced by the pool on their next use: the same store object resumes.
 """
@@ -40,6 +43,7 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 0.050
 DEFAULT_RETRY_AFTER_S = 1.0
+DEFAULT_FAILURE_THRESHOLD = 3  # timeouts in a row before the breaker opens
 MAX_FLIPS_PER_LOOKUP = 3  # versions flipping faster than a lookup reads are a misconfiguration
 POINTER_CHECK_S = 1.0
 
@@ -65,11 +69,16 @@ class RedisOnlineStore:
         retry_after: float = DEFAULT_RETRY_AFTER_S,
         cache: CacheConfig | None = None,
         embedded: EmbeddedRedis | None = None,
+        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         if retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {retry_after}")
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold}")
+        self.failure_threshold = failure_threshold
+        self._timeouts_in_a_row = 0
         self.namespace = check_namespace(namespace)
         self.description = description
         self.timeout = timeout
@@ -205,15 +214,19 @@ class RedisOnlineStore:
             )
         try:
             async with asyncio.timeout(self.timeout):
-                return await operation(*args)
+                result = await operation(*args)
         except TimeoutError:
-            self._down_until = now + self.retry_after
+            self._timeouts_in_a_row += 1
+            if self._timeouts_in_a_row >= self.failure_threshold:
+                self._down_until = now + self.retry_after
             raise StoreUnavailable(
                 f"{self.description}: no answer within {self.timeout * 1e3:.0f} ms"
             ) from None
         except (redis.ConnectionError, redis.TimeoutError) as err:
             self._down_until = now + self.retry_after
             raise StoreUnavailable(f"{self.description}: {err}") from err
+        self._timeouts_in_a_row = 0
+        return result
 
 
 def open_async_store(

@@ -145,3 +145,39 @@ def test_after_a_failure_calls_are_refused_until_retry_after_or_a_ping(
             assert (await store.get_online_features("u1", ["i1"])).items == [{"price": 2.5}]
 
     asyncio.run(scenario())
+
+
+def test_one_timeout_does_not_open_the_breaker_but_three_in_a_row_do(server: EmbeddedRedis) -> None:
+    assert server.pid is not None
+
+    async def scenario() -> None:
+        store = open_async_store(
+            url=server.url, namespace="t", timeout=0.05, retry_after=3600.0, cache=CacheConfig.off()
+        )
+        async with store:
+            await store.ping()
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(StoreUnavailable, match="no answer within 50 ms"):
+                    await store.get_online_features("u1", ["i1"])
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            # one slow answer is not an outage: the next lookup goes to Redis again
+            for _ in range(20):
+                try:
+                    assert (await store.get_online_features("u1", ["i1"])).items == [{"price": 2.5}]
+                    break
+                except StoreUnavailable as err:
+                    assert "next try" not in str(err)
+                    await asyncio.sleep(0.1)
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                for _ in range(3):
+                    with pytest.raises(StoreUnavailable, match="no answer within"):
+                        await store.get_online_features("u1", ["i1"])
+                with pytest.raises(StoreUnavailable, match="unreachable, next try"):
+                    await store.get_online_features("u1", ["i1"])
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+
+    asyncio.run(scenario())
