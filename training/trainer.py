@@ -100,9 +100,13 @@ def train(
 
     with placement.strategy.scope():
         model = build_model(schema, architecture, config)
-    head = ReadOptions(batch_size=config.adapt_rows, labels=False)
+    head_options = ReadOptions(batch_size=config.adapt_rows, labels=False)
     with reader_errors():
-        model.adapt(make_dataset(paths["train"], schema, head, tables=tables).take(1))
+        head = next(iter(make_dataset(paths["train"], schema, head_options, tables=tables)))
+    with placement.strategy.scope():
+        model.adapt([head])
+        model(head)  # builds every layer, so BackupAndRestore can restore a killed run into it
+    del head
 
     run_dir = models_dir / ".runs" / name
     if not resume and run_dir.exists():
