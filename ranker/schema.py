@@ -38,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from ranker.errors import SchemaError
+from ranker.errors import MtrankError, SchemaError
 
 FeatureType = Literal["categorical", "numeric", "sequence"]
 Entity = Literal["user", "item", "context"]
@@ -243,16 +243,7 @@ class Schema(_Strict):
     @classmethod
     def load(cls, path: str | Path) -> Schema:
         """Read and validate a schema.yaml; a SchemaError names the file, key and feature."""
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise SchemaError(f"{path}: no such schema file") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise SchemaError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_yaml(path, "schema", SchemaError), source=str(path))
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "schema") -> Schema:
@@ -309,6 +300,19 @@ def _unique(what: str, names: list[str]) -> None:
         if name in seen:
             raise ValueError(f"{what}: name {name!r} is used twice")
         seen.add(name)
+
+
+def read_yaml(path: str | Path, what: str, error: type[MtrankError]) -> Any:
+    """A YAML file's content; a missing file or bad YAML raises `error` naming the file (and line)."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what} file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise error(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
 
 
 def describe_validation_error(err: ValidationError, raw: Mapping[str, Any]) -> str:

@@ -17,11 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ranker.errors import ConfigError
-from ranker.schema import describe_validation_error
+from ranker.schema import describe_validation_error, read_yaml
 
 
 class _Strict(BaseModel):
@@ -68,15 +67,7 @@ class TrainConfig(_Strict):
     def load(cls, path: str | Path | None) -> TrainConfig:
         if path is None:
             return cls()
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise ConfigError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        raw = read_yaml(path, "config", ConfigError) or {}
         if not isinstance(raw, dict):
             raise ConfigError(
                 f"{path}: expected a mapping of config keys, got {type(raw).__name__}"

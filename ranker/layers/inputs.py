@@ -82,25 +82,21 @@ class FeatureInputs(keras.layers.Layer):
         self.means: dict[str, tf.Variable] = {}
         self.variances: dict[str, tf.Variable] = {}
         for feature in self.numeric:
-            if not feature.normalize:
-                continue
-            self.means[feature.name] = self.add_weight(
-                name=f"{feature.name}_mean",
-                shape=(),
-                initializer="zeros",
-                trainable=False,
-                dtype="float32",
-                experimental_autocast=False,
-            )
-            self.variances[feature.name] = self.add_weight(
-                name=f"{feature.name}_variance",
-                shape=(),
-                initializer="ones",
-                trainable=False,
-                dtype="float32",
-                experimental_autocast=False,
-            )
+            if feature.normalize:
+                self.means[feature.name] = self._statistic(f"{feature.name}_mean", "zeros")
+                self.variances[feature.name] = self._statistic(f"{feature.name}_variance", "ones")
         super().build(input_shape)
+
+    def _statistic(self, name: str, initializer: str) -> tf.Variable:
+        """A saved, non-trainable float32 scalar, never autocast under mixed precision."""
+        return self.add_weight(
+            name=name,
+            shape=(),
+            initializer=initializer,
+            trainable=False,
+            dtype="float32",
+            experimental_autocast=False,
+        )
 
     def adapt(self, batches: Iterable[Mapping[str, Any]]) -> None:
         """Sets each normalized numeric feature's mean and variance from raw training batches."""

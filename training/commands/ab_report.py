@@ -1,0 +1,264 @@
+"""`mtrank ab-report --exposures FILE --feedback FILE --out REPORT_DIR [--control NAME]`
+
+Joins the service's exposure log (`mtrank serve --exposure-log`) with a feedback log (`mtrank
+simulate --feedback`, or real clicks in the same shape) per experiment variant, and writes
+`REPORT_DIR/report.json` and a self-contained `REPORT_DIR/report.html` (tables and inline SVG
+interval plots, no external files):
+
+- per variant: requests, users, impressions, CTR, CVR, CTCVR with 95% Wilson intervals, and the
+  true CTCVR when the feedback carries the generator's probabilities;
+- lift against the control (`--control`, else the variant named `control`, else the first by
+  name): difference and relative lift with intervals, two-proportion z-test p-values;
+- per served task (ctr, cvr, ctcvr) and for every shadow model: AUC with its DeLong interval,
+  calibration (mean score / observed rate) and ECE, on the shown items.
+
+The statistics live in `training/ab.py`. Missing files and malformed lines are one-line errors
+naming FILE:LINE. The LAST stdout line is a JSON summary: per experiment, the best variant by
+CTCVR with its interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from ranker.errors import MtrankError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exposures", required=True, type=Path, metavar="FILE", help="the service's exposure log"
+    )
+    parser.add_argument(
+        "--feedback", required=True, type=Path, metavar="FILE", help="clicks and conversions"
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="REPORT_DIR")
+    parser.add_argument("--control", metavar="NAME", help="the control variant (default: see doc)")
+    parser.add_argument(
+        "--level", type=float, default=0.95, help="confidence level of intervals (0.95)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.ab import build_report
+
+    if not 0.5 <= args.level < 1.0:
+        raise MtrankError(f"--level must be in [0.5, 1), got {args.level}")
+    if args.out.exists() and not args.out.is_dir():
+        raise MtrankError(f"--out {args.out} is a file, not a directory")
+    report = build_report(args.exposures, args.feedback, args.control, args.level)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "report.html").write_text(render_html(report))
+    summary = {
+        name: {
+            "best": section["best"]["variant"],
+            "ctcvr": section["best"]["ctcvr"],
+            "significant_vs_control": section["best"]["significant"],
+            "true_ranking_agrees": (section["true_ranking"] or {}).get("agrees"),
+        }
+        for name, section in report["experiments"].items()
+    }
+    print(json.dumps({"out": str(args.out), "experiments": summary}))
+    return 0
+
+
+# ---- HTML -------------------------------------------------------------------------------------
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f4f4f4; }
+.good { color: #0a7d32; } .bad { color: #b3261e; } .muted { color: #777; }
+.verdict { background: #f0f6ff; border-left: 4px solid #2a6fdb; padding: 0.6em 1em; }
+"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    level = f"{round(report['level'] * 100)}%"
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>mtrank A/B report</title>",
+        f"<style>{_STYLE}</style></head><body><h1>mtrank A/B report</h1>",
+    ]
+    inputs = report["inputs"]
+    parts.append("<p class='muted'>" + ", ".join(
+        f"{html.escape(k.replace('_', ' '))}: {html.escape(str(v))}" for k, v in inputs.items()
+    ) + "</p>")  # fmt: skip
+    for name, section in report["experiments"].items():
+        parts.append(f"<h2>Experiment {html.escape(name)}</h2>")
+        parts.append(_verdict(section, level))
+        parts.append(_rates_table(section, level))
+        parts.append(_interval_plot(section, "ctcvr", level))
+        parts.append(_lift_table(section, level))
+        parts.append(_tasks_table(section, level))
+    parts.append("<h2>Notes</h2><ul>")
+    parts += [f"<li>{html.escape(note)}</li>" for note in report["notes"]]
+    parts.append("</ul></body></html>\n")
+    return "\n".join(parts)
+
+
+def _pct(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(cell: dict[str, Any]) -> str:
+    return (
+        f"{_pct(cell['value'])} <span class='muted'>[{_pct(cell['low'])}, "
+        f"{_pct(cell['high'])}]</span>"
+    )
+
+
+def _verdict(section: dict[str, Any], level: str) -> str:
+    best = section["best"]
+    ctcvr = best["ctcvr"]
+    text = (
+        f"Best by CTCVR: <b>{html.escape(best['variant'])}</b> at {_pct(ctcvr['value'])} "
+        f"({level} interval {_pct(ctcvr['low'])} to {_pct(ctcvr['high'])})"
+    )
+    lift = best["lift_vs_control"]
+    if best["is_control"]:
+        text += "; it is the control."
+    elif lift is not None:
+        significance = "significant" if best["significant"] else "not significant"
+        text += (
+            f"; lift vs control {_num(lift['relative'] and 100 * lift['relative'], 1)}% "
+            f"[{_num(lift['relative_low'] and 100 * lift['relative_low'], 1)}%, "
+            f"{_num(lift['relative_high'] and 100 * lift['relative_high'], 1)}%], "
+            f"p = {_num(lift['p_value'], 4)} ({significance} at {level})."
+        )
+    truth = section["true_ranking"]
+    if truth is not None:
+        agrees = "agrees" if truth["agrees"] else "does NOT agree"
+        text += (
+            f" The generator's true CTCVR ranks "
+            f"{html.escape(' > '.join(truth['ranking']))}: {agrees} with the observed order."
+        )
+    return f"<p class='verdict'>{text}</p>"
+
+
+def _rates_table(section: dict[str, Any], level: str) -> str:
+    rows = [
+        "<table><tr><th>variant</th><th>models</th><th>requests</th><th>users</th>"
+        f"<th>impressions</th><th>CTR [{level}]</th><th>CVR [{level}]</th>"
+        f"<th>CTCVR [{level}]</th><th>true CTCVR</th></tr>"
+    ]
+    for name, row in section["variants"].items():
+        marker = " (control)" if name == section["control"] else ""
+        models = ", ".join(f"{m} v{v}" for m, v in row["models"].items())
+        rows.append(
+            f"<tr><td>{html.escape(name)}{marker}</td><td>{html.escape(models)}</td>"
+            f"<td>{row['requests']}</td><td>{row['users']}</td><td>{row['impressions']}</td>"
+            f"<td>{_interval(row['ctr'])}</td><td>{_interval(row['cvr'])}</td>"
+            f"<td>{_interval(row['ctcvr'])}</td><td>{_pct(row['true']['ctcvr'])}</td></tr>"
+        )
+    rows.append("</table>")
+    return "\n".join(rows)
+
+
+def _lift_table(section: dict[str, Any], level: str) -> str:
+    rows = [
+        f"<h3>Lift against {html.escape(section['control'])} "
+        f"<span class='muted'>({html.escape(section['control_rule'])})</span></h3>",
+        "<table><tr><th>variant</th><th>metric</th><th>difference</th>"
+        f"<th>relative lift [{level}]</th><th>z</th><th>p-value</th></tr>",
+    ]
+    for name, row in section["variants"].items():
+        for metric, lift in row.get("lift", {}).items():
+            p = lift["p_value"]
+            css = "" if p is None or p >= 0.05 else ("good" if lift["diff"] > 0 else "bad")
+            rel = [lift[k] for k in ("relative", "relative_low", "relative_high")]
+            rows.append(
+                f"<tr class='{css}'><td>{html.escape(name)}</td><td>{metric.upper()}</td>"
+                f"<td>{_pct(lift['diff'])}</td>"
+                f"<td>{_pct(rel[0], 1)} [{_pct(rel[1], 1)}, {_pct(rel[2], 1)}]</td>"
+                f"<td>{_num(lift['z'], 2)}</td><td>{_num(p, 4)}</td></tr>"
+            )
+    rows.append("</table>")
+    return "\n".join(rows)
+
+
+def _tasks_table(section: dict[str, Any], level: str) -> str:
+    rows = [
+        "<h3>Served scores on the shown items</h3>",
+        f"<table><tr><th>variant / model</th><th>task</th><th>rows</th><th>positives</th>"
+        f"<th>AUC [{level}]</th><th>calibration</th><th>ECE</th></tr>",
+    ]
+    for name, row in section["variants"].items():
+        scorers = [(name, row["tasks"])]
+        scorers += [(f"{name} / shadow {m}", t) for m, t in row["shadow"].items()]
+        for label, tasks in scorers:
+            for task, m in tasks.items():
+                rows.append(
+                    f"<tr><td>{html.escape(label)}</td><td>{task}</td><td>{m['rows']}</td>"
+                    f"<td>{m['positives']}</td><td>{_num(m['auc'])} <span class='muted'>"
+                    f"[{_num(m['auc_low'])}, {_num(m['auc_high'])}]</span></td>"
+                    f"<td>{_num(m['calibration'], 3)}</td><td>{_num(m['ece'], 5)}</td></tr>"
+                )
+    rows.append("</table>")
+    return "\n".join(rows)
+
+
+def _interval_plot(section: dict[str, Any], metric: str, level: str) -> str:
+    """An inline SVG: each variant's rate as a dot with its interval, true rate as a cross."""
+    variants = section["variants"]
+    values = [
+        v
+        for row in variants.values()
+        for v in (row[metric]["low"], row[metric]["high"], row["true"].get(metric))
+        if v is not None
+    ]
+    if not values:
+        return ""
+    top = max(values) * 1.1 or 1.0
+    width, left, row_h = 640, 140, 28
+    height = row_h * len(variants) + 40
+    scale = (width - left - 20) / top
+    out = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+        f"role='img' aria-label='{metric} by variant'>",
+        f"<text x='{left}' y='14' font-size='12'>{metric.upper()} with {level} interval "
+        "(dot, bar); true rate (red cross)</text>",
+    ]
+    for k, (name, row) in enumerate(variants.items()):
+        y = 34 + k * row_h
+        cell = row[metric]
+        out.append(f"<text x='4' y='{y + 4}' font-size='12'>{html.escape(name)}</text>")
+        if cell["low"] is not None and cell["high"] is not None:
+            x0, x1 = left + cell["low"] * scale, left + cell["high"] * scale
+            out.append(
+                f"<line x1='{x0:.1f}' y1='{y}' x2='{x1:.1f}' y2='{y}' stroke='#2a6fdb' "
+                "stroke-width='2'/>"
+            )
+        if cell["value"] is not None:
+            out.append(
+                f"<circle cx='{left + cell['value'] * scale:.1f}' cy='{y}' r='4' fill='#2a6fdb'/>"
+            )
+        true = row["true"].get(metric)
+        if true is not None:
+            x = left + true * scale
+            out.append(
+                f"<path d='M{x - 4:.1f},{y - 4} L{x + 4:.1f},{y + 4} M{x - 4:.1f},{y + 4} "
+                f"L{x + 4:.1f},{y - 4}' stroke='#b3261e' stroke-width='2'/>"
+            )
+    axis_y = height - 8
+    out.append(
+        f"<line x1='{left}' y1='{axis_y - 6}' x2='{width - 20}' y2='{axis_y - 6}' stroke='#999'/>"
+    )
+    for tick in range(5):
+        value = top * tick / 4
+        x = left + value * scale
+        out.append(
+            f"<text x='{x:.1f}' y='{axis_y + 6}' font-size='10' text-anchor='middle'>"
+            f"{100 * value:.2f}%</text>"
+        )
+    out.append("</svg>")
+    return "\n".join(out)
