@@ -1,11 +1,13 @@
 """The app factory: `create_app(settings)` builds the FastAPI app; its lifespan opens everything.
 
 At startup the lifespan loads and warms the latest version of every model (`ModelManager`),
+checks the experiments file against the loaded models, starts the exposure log's writer thread,
 opens the online store (`FeatureSource`), starts the thread pool that calls the models and the
 task that polls for new versions, then freezes the garbage collector's view of everything
 loaded so far (`gc.freeze()`: full collections stop walking the model graphs, which otherwise
-adds tens of milliseconds to the latency tail). At shutdown it stops them again. Nothing happens
-at import or in `create_app` beyond building objects.
+adds tens of milliseconds to the latency tail). At shutdown it stops them again, first waiting
+for shadow scorings and writing every queued exposure. Nothing happens at import or in
+`create_app` beyond building objects.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from ranker.errors import MtrankError
 from serving.errors import install_error_handlers
+from serving.experiments import ExperimentsError, ExperimentsFile
+from serving.exposure import ExposureLog, ExposureRecorder
 from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.middleware import ServiceMiddleware
 from serving.routes import ROUTERS
-from serving.routing import ModelRouter
+from serving.routing import ExperimentRouter, ModelRouter
 from serving.settings import Settings
 from serving.store import FeatureSource
 
@@ -67,16 +72,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "no model could be loaded from %s; /readyz answers 503 until one loads",
             settings.models_dir,
         )
-    if settings.experiments is not None:
-        log.warning(
-            "experiments file %s accepted; A/B routing is not implemented yet: requests are "
-            "routed by model",
-            settings.experiments,
-        )
+    experiments = load_experiments(app, settings, manager)
+    exposure_log = open_exposure_log(app, settings, metrics)
     features = FeatureSource.open(settings, metrics)
     executor = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="mtrank-model")
     app.state.manager = manager
-    app.state.router = ModelRouter(manager, settings.default_model)
+    app.state.router = (
+        ModelRouter(manager, settings.default_model)
+        if experiments is None
+        else ExperimentRouter(manager, experiments)
+    )
+    exposures = ExposureRecorder(exposure_log, executor, metrics)
+    app.state.exposures = exposures
     app.state.features = features
     app.state.executor = executor
     _freeze(settings)
@@ -89,8 +96,51 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if poller is not None:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
+        await exposures.aclose()  # shadows finish, then every queued exposure is written
         await features.aclose()
         executor.shutdown(wait=False, cancel_futures=True)
+
+
+def load_experiments(
+    app: FastAPI, settings: Settings, manager: ModelManager
+) -> ExperimentsFile | None:
+    """The validated experiments file, or None; every model it names must have loaded.
+
+    A bad file stops the startup: the error is kept on `app.state.startup_error` (so that
+    `mtrank serve` can print it as one line and exit 2) and raised.
+    """
+    if settings.experiments is None:
+        return None
+    try:
+        experiments = ExperimentsFile.load(settings.experiments)
+        experiments.check_models(manager.names, source=str(settings.experiments))
+    except ExperimentsError as err:
+        app.state.startup_error = err
+        raise
+    for experiment in experiments.experiments:
+        log.info(
+            "experiment %s: %s%s",
+            experiment.name,
+            ", ".join(f"{v.name}={v.model} ({v.weight:g}%)" for v in experiment.variants),
+            f"; shadow {experiment.shadow}" if experiment.shadow else "",
+        )
+    return experiments
+
+
+def open_exposure_log(app: FastAPI, settings: Settings, metrics: Metrics) -> ExposureLog | None:
+    """The started exposure log writer, or None without `exposure_log`."""
+    if settings.exposure_log is None:
+        return None
+    exposure_log = ExposureLog(settings.exposure_log, metrics, settings.exposure_queue)
+    try:
+        exposure_log.start()
+    except OSError as err:
+        error = MtrankError(
+            f"--exposure-log {settings.exposure_log}: cannot append to it ({err.strerror})"
+        )
+        app.state.startup_error = error
+        raise error from None
+    return exposure_log
 
 
 async def _poll(manager: ModelManager, settings: Settings) -> None:

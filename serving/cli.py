@@ -81,7 +81,21 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     for flag, path in (("--experiments", settings.experiments),):
         if path is not None and not path.is_file():
             raise MtrankError(f"{flag} {path}: no such file")
+    if settings.experiments is not None:
+        check_experiments(settings.experiments, settings.models_dir)
+    if settings.exposure_log is not None and settings.exposure_log.is_dir():
+        raise MtrankError(f"--exposure-log {settings.exposure_log}: is a directory, not a file")
     return settings
+
+
+def check_experiments(path: Path, models_dir: Path) -> None:
+    """Validate the experiments file before anything loads: its keys, and that every model it
+    names has a version under MODELS (whether each one loads is checked again at startup)."""
+    from serving.experiments import ExperimentsFile
+    from serving.manager import ModelManager
+
+    experiments = ExperimentsFile.load(path)
+    experiments.check_models(set(ModelManager(models_dir).scan()), source=str(path))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
                 f"--store {settings.store_dir}: no embedded online store there; run "
                 f"`mtrank features materialize --data {settings.store_dir}` first"
             )
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -112,4 +127,7 @@ def run(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutting down
         server.run()
+    startup_error = getattr(app.state, "startup_error", None)
+    if not server.started and isinstance(startup_error, MtrankError):
+        raise startup_error  # e.g. an experiment's model that failed to load: one line, exit 2
     return 0 if server.started else 1

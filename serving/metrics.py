@@ -10,6 +10,9 @@ mtrank_missing_features_total{entity}                        users/items/context
 mtrank_candidates                                            candidates per /v1/rank request
 mtrank_model_version{model}                                  the version serving now
 mtrank_model_loads_total{model, outcome}                     versions loaded or refused
+mtrank_experiment_requests_total{experiment, variant}        /v1/rank requests per variant
+mtrank_shadow_requests_total{experiment, model, outcome}     shadow scorings (scored/failed/skipped)
+mtrank_exposures_total{outcome}                              exposure lines written/dropped/failed
 """
 
 from __future__ import annotations
@@ -84,6 +87,25 @@ class Metrics:
             "mtrank_model_loads",
             "Model versions loaded (outcome=loaded) or refused (outcome=refused).",
             ["model", "outcome"],
+            registry=r,
+        )
+
+        self.assignments = Counter(
+            "mtrank_experiment_requests",
+            "/v1/rank requests assigned to each experiment variant.",
+            ["experiment", "variant"],
+            registry=r,
+        )
+        self.shadows = Counter(
+            "mtrank_shadow_requests",
+            "Shadow model scorings, by experiment, model and outcome (scored, failed, skipped).",
+            ["experiment", "model", "outcome"],
+            registry=r,
+        )
+        self.exposures = Counter(
+            "mtrank_exposures",
+            "Exposure log lines by outcome: written, dropped (queue full), failed.",
+            ["outcome"],
             registry=r,
         )
 

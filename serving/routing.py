@@ -1,8 +1,18 @@
 """Which model (and experiment variant) scores a request: the seam for A/B experiments.
 
 `ModelRouter` is the default: the model the request names, else `default_model`, else the only
-model, else the first by name; no experiments, so `variant` is None. An experiments router (the
-A/B issue) implements the same `route` and assigns variants by a salted hash of `user_id`.
+model, else the first by name; no experiments, so `variant` is None.
+
+`ExperimentRouter` serves an experiments file (`serving.experiments`):
+
+- `"model"` given: that model, outside any experiment (`variant` and `experiment` None);
+- `"experiment"` given: that experiment (404 if unknown) assigns the variant by the salted hash
+  of `user_id`;
+- neither: the file's default experiment (its `default` key, else the first experiment);
+- both: 422, the request must choose.
+
+The route also carries the experiment's shadow models, which the exposure recorder scores after
+the response (`serving.exposure`); they are never returned.
 """
 
 from __future__ import annotations
@@ -10,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from serving.errors import NotFound
+from serving.errors import InvalidInput, NotFound
+from serving.experiments import ExperimentsFile
 from serving.manager import ModelManager
 from serving.servable import Servable
 
@@ -22,6 +33,8 @@ class Route:
     servable: Servable
     variant: str | None = None
     experiment: str | None = None
+    bucket: int | None = None
+    shadows: tuple[Servable, ...] = ()
 
 
 class Router(Protocol):
@@ -48,6 +61,42 @@ class ModelRouter:
         if not names:
             raise NotFound("no model is loaded yet")
         return names[0]
+
+
+class ExperimentRouter:
+    """Assigns a variant by a salted hash of `user_id` unless the request names a model."""
+
+    def __init__(self, manager: ModelManager, experiments: ExperimentsFile) -> None:
+        self.manager = manager
+        self.experiments = experiments
+
+    def route(self, *, user_id: str, model: str | None, experiment: str | None) -> Route:
+        if model is not None:
+            if experiment is not None:
+                raise InvalidInput(
+                    ("body", "experiment"),
+                    "give either 'model' (no experiment) or 'experiment', not both",
+                )
+            return Route(serving_version(self.manager, model))
+        if experiment is None:
+            chosen = self.experiments.default_experiment
+        else:
+            found = self.experiments.get(experiment)
+            if found is None:
+                known = [e.name for e in self.experiments.experiments]
+                raise NotFound(f"unknown experiment {experiment!r} (experiments: {known})")
+            chosen = found
+        variant, bucket = chosen.assign(user_id)
+        shadows = tuple(
+            servable for name in chosen.shadow if (servable := self.manager.get(name)) is not None
+        )
+        return Route(
+            serving_version(self.manager, variant.model),
+            variant=variant.name,
+            experiment=chosen.name,
+            bucket=bucket,
+            shadows=shadows,
+        )
 
 
 def serving_version(manager: ModelManager, name: str, version: int | None = None) -> Servable:

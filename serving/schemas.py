@@ -35,7 +35,10 @@ class RankResponse(BaseModel):
     request_id: str
     model: str
     version: str
-    variant: str | None
+    variant: str | None = Field(description="the experiment variant; null when `model` was given")
+    experiment: str | None = Field(
+        default=None, description="the experiment that assigned the variant (an extension)"
+    )
     scores: list[dict[str, str | float]] = Field(
         description='one entry per item_ids entry, in order: {"item_id": ..., TASK: score}'
     )

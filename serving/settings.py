@@ -58,9 +58,18 @@ class Settings(BaseSettings):
         "one, admin endpoints answer loopback clients only",
     )
 
-    # ---- A/B (routing seam; experiments are a later issue) ---------------------------------
-    experiments: Path | None = None
-    exposure_log: Path | None = None
+    # ---- A/B experiments (serving/experiments.py, serving/exposure.py) ----------------------
+    experiments: Path | None = Field(
+        default=None, description="experiments file (YAML): variants, weights, shadow models"
+    )
+    exposure_log: Path | None = Field(
+        default=None, description="append one JSON line per scored /v1/rank request here"
+    )
+    exposure_queue: int = Field(
+        default=100_000,
+        ge=1,
+        description="exposures waiting for the writer thread at most; beyond, they are dropped",
+    )
 
     # ---- process --------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from serving.deps import ExecutorDep, FeaturesDep, MetricsDep, RouterDep, SettingsDep
 from serving.errors import TooManyItems
+from serving.exposure import ExposuresDep
 from serving.schemas import RankRequest, RankResponse
 from serving.scoring import run_model, scores_json, with_scores
 
@@ -21,8 +22,12 @@ async def rank(
     features: FeaturesDep,
     metrics: MetricsDep,
     executor: ExecutorDep,
+    exposures: ExposuresDep,
 ) -> Response:
-    """Scores for every `item_ids` entry, in order; unknown users/items are scored with defaults."""
+    """Scores for every `item_ids` entry, in order; unknown users/items are scored with defaults.
+
+    Without `model`, the experiment (the one named, else the default) picks the variant by the
+    user's bucket; the exposure (and any shadow scoring) is handed off without waiting."""
     n = len(body.item_ids)
     if n > settings.max_items:
         raise TooManyItems(
@@ -50,11 +55,23 @@ async def rank(
     if found.degraded:
         metrics.degraded.inc()
     state.degraded = found.degraded
+    exposures.record(
+        route,
+        request_id=state.request_id,
+        user_id=body.user_id,
+        item_ids=body.item_ids,
+        context=context,
+        raw_context=body.context,
+        found=found,
+        scores=scores,
+        degraded=found.degraded,
+    )
     head = {
         "request_id": state.request_id,
         "model": servable.name,
         "version": servable.model_version,
         "variant": route.variant,
+        "experiment": route.experiment,
         "missing": {"user": found.missing_user, "items": missing_items, "context": missing_context},
         "degraded": found.degraded,
     }

@@ -110,6 +110,16 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:+.1f}%"
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return "&lt; 0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
 def _interval(cell: dict[str, Any]) -> str:
     return (
         f"{_pct(cell['value'])} <span class='muted'>[{_pct(cell['low'])}, "
@@ -130,10 +140,10 @@ def _verdict(section: dict[str, Any], level: str) -> str:
     elif lift is not None:
         significance = "significant" if best["significant"] else "not significant"
         text += (
-            f"; lift vs control {_num(lift['relative'] and 100 * lift['relative'], 1)}% "
-            f"[{_num(lift['relative_low'] and 100 * lift['relative_low'], 1)}%, "
-            f"{_num(lift['relative_high'] and 100 * lift['relative_high'], 1)}%], "
-            f"p = {_num(lift['p_value'], 4)} ({significance} at {level})."
+            f"; lift vs control {_signed(lift['relative'])} "
+            f"[{_signed(lift['relative_low'])}, {_signed(lift['relative_high'])}], "
+            f"p {'' if (lift['p_value'] or 0) < 1e-4 else '= '}{_p(lift['p_value'])} "
+            f"({significance} at {level})."
         )
     truth = section["true_ranking"]
     if truth is not None:
@@ -180,7 +190,7 @@ def _lift_table(section: dict[str, Any], level: str) -> str:
                 f"<tr class='{css}'><td>{html.escape(name)}</td><td>{metric.upper()}</td>"
                 f"<td>{_pct(lift['diff'])}</td>"
                 f"<td>{_pct(rel[0], 1)} [{_pct(rel[1], 1)}, {_pct(rel[2], 1)}]</td>"
-                f"<td>{_num(lift['z'], 2)}</td><td>{_num(p, 4)}</td></tr>"
+                f"<td>{_num(lift['z'], 2)}</td><td>{_p(p)}</td></tr>"
             )
     rows.append("</table>")
     return "\n".join(rows)
