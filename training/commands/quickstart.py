@@ -118,24 +118,41 @@ def run(args: argparse.Namespace) -> int:
         _stop(server)
 
 
+CHECK_ATTEMPTS = 5
+
+
 def _check(base: str, example: dict[str, Any]) -> int:
+    """Scores the example over HTTP; a complete, non-degraded answer within a few tries passes.
+
+    A degraded answer is retried (a store read may miss its 50 ms budget on a busy machine while
+    the service is still cold); an HTTP error or an incomplete answer fails at once.
+    """
     import httpx
 
-    response = httpx.post(f"{base}/v1/rank", json=example, timeout=30)
-    print(json.dumps(response.json(), indent=2))
-    if response.status_code != 200:
-        print(f"quickstart check: HTTP {response.status_code}", file=sys.stderr)
-        return 1
-    body = response.json()
-    if (
-        body["degraded"]
-        or body["missing"]["user"]
-        or len(body["scores"]) != len(example["item_ids"])
-    ):
-        print("quickstart check: the answer is degraded or incomplete", file=sys.stderr)
-        return 1
-    print(f"quickstart check: ok ({body['model']} version {body['version']})", file=sys.stderr)
-    return 0
+    for attempt in range(1, CHECK_ATTEMPTS + 1):
+        response = httpx.post(f"{base}/v1/rank", json=example, timeout=30)
+        if response.status_code != 200:
+            print(response.text)
+            print(f"quickstart check: HTTP {response.status_code}", file=sys.stderr)
+            return 1
+        body = response.json()
+        if (body["missing"]["user"] and not body["degraded"]) or len(body["scores"]) != len(
+            example["item_ids"]
+        ):
+            print(json.dumps(body, indent=2))
+            print("quickstart check: the answer is incomplete", file=sys.stderr)
+            return 1
+        if not body["degraded"]:
+            print(json.dumps(body, indent=2))
+            print(
+                f"quickstart check: ok ({body['model']} version {body['version']})", file=sys.stderr
+            )
+            return 0
+        print(f"quickstart check: attempt {attempt} answered degraded, retrying", file=sys.stderr)
+        time.sleep(0.5)
+    print(json.dumps(body, indent=2))
+    print(f"quickstart check: still degraded after {CHECK_ATTEMPTS} tries", file=sys.stderr)
+    return 1
 
 
 # ---- steps ------------------------------------------------------------------------------------
