@@ -43,6 +43,7 @@ class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
     test_scores: dict[str, Any] = field(default_factory=dict)
+    model: RankingModel | None = None  # the trained Keras model (e.g. for gate diagnostics)
 
 
 def find_split(data_dir: Path, split: str) -> Path:
@@ -138,7 +139,14 @@ def train(
     if placement.is_chief and run_dir.exists():
         shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return TrainResult(
-        name, version, path, test, dict(history.history), time.perf_counter() - started, test_scores
+        name,
+        version,
+        path,
+        test,
+        dict(history.history),
+        time.perf_counter() - started,
+        test_scores,
+        model,
     )
 
 
