@@ -243,8 +243,8 @@ def open_async_store(
 
     A URL is not contacted before the first call; the embedded store starts (or attaches to) its
     server here, and a directory never materialized is a StoreConfigError. `timeout` (seconds)
-    bounds every call; `cache` picks the in-process caches (default `CacheConfig()`: users and
-    items, 10,000 rows each; `CacheConfig.off()` for none).
+    bounds every call; `cache` picks the in-process caches (default `CacheConfig()`: users only,
+    10,000 rows; `CacheConfig.off()` for none).
     """
     check_namespace(namespace)
     endpoint = locate(url=url, data_dir=data_dir)

@@ -42,7 +42,11 @@ class Settings(BaseSettings):
     store_cache_rows: int = Field(
         default=10_000,
         ge=0,
-        description="users and items each kept decoded in process (feature_store's LRU); 0: off",
+        description="users (and items, with store_cache_items) kept decoded in process; 0: off",
+    )
+    store_cache_items: bool = Field(
+        default=False,
+        description="also cache items: pays only for high hit ratios (benchmarks/store_latency.py)",
     )
     store_cache_ttl_s: float = Field(default=30.0, gt=0)
     store_retry_after_s: float = Field(

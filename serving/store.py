@@ -101,4 +101,4 @@ def _cache(settings: Settings) -> CacheConfig:
     if settings.store_cache_rows == 0:
         return CacheConfig.off()
     entity = EntityCacheConfig(settings.store_cache_rows, settings.store_cache_ttl_s)
-    return CacheConfig(user=entity, item=entity)
+    return CacheConfig(user=entity, item=entity if settings.store_cache_items else None)

@@ -64,9 +64,9 @@ def test_a_reset_forgets_everything_and_rows_read_from_the_old_version_are_not_k
     assert cache.get("a") == {"x": 2.0}
 
 
-def test_the_default_caches_users_and_items_and_bad_sizes_are_refused() -> None:
+def test_the_default_caches_users_only_and_bad_sizes_are_refused() -> None:
     config = CacheConfig()
-    assert config.user is not None and config.item is not None
+    assert config.user is not None and config.item is None
     assert CacheConfig.off() == CacheConfig(user=None, item=None)
     with pytest.raises(ValueError, match="max_size must be >= 1, got 0"):
         EntityCacheConfig(0)

@@ -25,6 +25,8 @@ TABLES = {
     "item": [("i1", {"price": 2.5, "category": "7"}), ("i2", {})],
 }
 
+BOTH_CACHED = CacheConfig(user=EntityCacheConfig(100), item=EntityCacheConfig(100))
+
 
 def test_lookup_returns_rows_in_request_order_and_none_where_absent(
     reader: Reader, publish: Publish
@@ -148,7 +150,7 @@ def test_a_flip_is_seen_by_the_next_lookup_and_clears_the_caches(
     publish(TABLES)
 
     async def scenario() -> None:
-        async with reader(cache=CacheConfig()) as store:
+        async with reader(cache=BOTH_CACHED) as store:
             assert (await store.get_online_features("u1", ["i1"])).user == TABLES["user"][0][1]
             publish({"user": [("u1", {"age": 31.0})], "item": [("i1", {"price": 3.0})]})
             found = await store.get_online_features("u1", ["i1", "i2"])  # i2 not cached
@@ -164,7 +166,7 @@ def test_lookups_the_caches_answer_see_a_flip_once_the_pointer_check_is_due(
     publish(TABLES)
 
     async def scenario() -> None:
-        async with reader(cache=CacheConfig()) as store:
+        async with reader(cache=BOTH_CACHED) as store:
             await store.get_online_features("u1", ["i1"])
             publish({"user": [("u1", {"age": 31.0})], "item": [("i1", {"price": 3.0})]})
             before = raw_redis.info("commandstats").get("cmdstat_get", {"calls": 0})["calls"]
