@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from ranker.errors import ConfigError, MtrankError
-from ranker.schema import Schema, describe_validation_error, read_yaml
+from ranker.schema import Schema
 from training import metrics
 from training.config import TrainConfig
 
@@ -64,17 +64,7 @@ class CompareConfig(TrainConfig):
 
     @classmethod
     def load_compare(cls, path: str | Path | None) -> CompareConfig:
-        if path is None:
-            return cls()
-        raw = read_yaml(path, "config", ConfigError) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(
-                f"{path}: expected a mapping of config keys, got {type(raw).__name__}"
-            )
-        try:
-            config = cls.model_validate(raw)
-        except ValidationError as err:
-            raise ConfigError(f"{path}: {describe_validation_error(err, raw)}") from None
+        config = cls.load(path)
         if config.architecture is not None:
             raise ConfigError(f"{path}: 'architecture' has no meaning for compare (use --models)")
         return config

@@ -15,7 +15,7 @@ jit_compile: false            # XLA
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,7 +64,7 @@ class TrainConfig(_Strict):
     seed: int = 0
 
     @classmethod
-    def load(cls, path: str | Path | None) -> TrainConfig:
+    def load(cls, path: str | Path | None) -> Self:
         if path is None:
             return cls()
         raw = read_yaml(path, "config", ConfigError) or {}
