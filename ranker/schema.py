@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -44,6 +44,8 @@ FeatureType = Literal["categorical", "numeric", "sequence"]
 Entity = Literal["user", "item", "context"]
 Transform = Literal["none", "log1p", "sqrt"]
 TaskType = Literal["binary", "regression"]
+
+M = TypeVar("M", bound=BaseModel)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -247,14 +249,8 @@ class Schema(_Strict):
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "schema") -> Schema:
-        if not isinstance(raw, Mapping):
-            raise SchemaError(
-                f"{source}: expected a mapping with 'features' and 'tasks', got {type(raw).__name__}"
-            )
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as err:
-            raise SchemaError(f"{source}: {describe_validation_error(err, raw)}") from None
+        expected = "a mapping with 'features' and 'tasks'"
+        return validate_mapping(cls, raw, source, SchemaError, expected)
 
     def to_dict(self) -> dict[str, Any]:
         """The schema as plain data (what `metadata.json` carries); round-trips through from_dict."""
@@ -309,10 +305,24 @@ def read_yaml(path: str | Path, what: str, error: type[MtrankError]) -> Any:
         return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise error(f"{path}: no such {what} file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{path}: unreadable {what} file ({err})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise error(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+
+
+def validate_mapping(
+    model: type[M], raw: Any, source: str, error: type[MtrankError], expected: str
+) -> M:
+    """`model` validated from `raw`; anything else is `error`, e.g. `schema.yaml: tasks[0].label: ...`."""
+    if not isinstance(raw, Mapping):
+        raise error(f"{source}: expected {expected}, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise error(f"{source}: {describe_validation_error(err, raw)}") from None
 
 
 def describe_validation_error(err: ValidationError, raw: Mapping[str, Any]) -> str:

@@ -155,11 +155,7 @@ class ExperimentsFile(_Strict):
     @classmethod
     def load(cls, path: str | Path) -> ExperimentsFile:
         """Read and validate `path`; ExperimentsError naming the file (and line, or key) if bad."""
-        path = Path(path)
-        try:
-            raw = read_yaml(path, "experiments", ExperimentsError)
-        except (OSError, UnicodeDecodeError) as err:
-            raise ExperimentsError(f"{path}: unreadable ({err})") from None
+        raw = read_yaml(path, "experiments", ExperimentsError)
         return cls.from_dict(raw, source=str(path))
 
     @classmethod

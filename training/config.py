@@ -17,10 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ranker.errors import ConfigError
-from ranker.schema import describe_validation_error, read_yaml
+from ranker.schema import read_yaml, validate_mapping
 
 
 class _Strict(BaseModel):
@@ -68,11 +68,4 @@ class TrainConfig(_Strict):
         if path is None:
             return cls()
         raw = read_yaml(path, "config", ConfigError) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(
-                f"{path}: expected a mapping of config keys, got {type(raw).__name__}"
-            )
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as err:
-            raise ConfigError(f"{path}: {describe_validation_error(err, raw)}") from None
+        return validate_mapping(cls, raw, str(path), ConfigError, "a mapping of config keys")

@@ -115,6 +115,18 @@ def test_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
         Schema.load(listing)
 
 
+def test_unreadable_files_are_one_line_errors(tmp_path: Path) -> None:
+    from ranker.errors import ConfigError
+    from training.config import TrainConfig
+
+    with pytest.raises(SchemaError, match=r"unreadable schema file"):
+        Schema.load(tmp_path)  # a directory
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match=r"config.yaml: unreadable config file"):
+        TrainConfig.load(binary)
+
+
 def test_missing_values_by_type(schema: Schema) -> None:
     assert schema.feature("user_id").missing_value == ""
     assert schema.feature("price").missing_value == 0.0
