@@ -46,9 +46,14 @@ def namespace(redis_url: str) -> Iterator[str]:
     """A fresh key namespace; every key under it is deleted after the test."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
+    delete_namespace(redis_url, name)
+
+
+def delete_namespace(redis_url: str, namespace: str) -> None:
+    """Deletes every key under `namespace` (a REDIS_URL database is never flushed)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start : start + 1000])
     finally:

@@ -691,6 +691,15 @@ def _figure(width: float, height: float) -> Any:
     return figure
 
 
+def _save_line_plot(figure: Any, ax: Any, path: Path, legend: str) -> str:
+    """Legend, grid, tight layout; writes the PNG and returns its file name (for the HTML)."""
+    ax.legend(loc=legend, fontsize=8)
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path.name
+
+
 def plot_roc(
     path: Path,
     output: str,
@@ -704,11 +713,7 @@ def plot_roc(
         ax.plot(curve["fpr"], curve["tpr"], linewidth=1.6, label=f"{name} (AUC {aucs[name]:.4f})")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="false positive rate", ylabel="true positive rate")
     ax.set_title(f"ROC, {output} (seed-averaged scores)")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path.name
+    return _save_line_plot(figure, ax, path, legend="lower right")
 
 
 def plot_calibration(
@@ -725,11 +730,7 @@ def plot_calibration(
         )
     ax.set(xlim=(0, top), ylim=(0, top), xlabel="mean predicted", ylabel="observed rate")
     ax.set_title(f"Reliability, {output} ({CALIBRATION_BINS} equal-count bins)")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path.name
+    return _save_line_plot(figure, ax, path, legend="upper left")
 
 
 def gate_matrix(

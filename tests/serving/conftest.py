@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
+
+from tests.conftest import delete_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 HPARAMS = "hparams: {num_experts: 2, expert_units: [16], tower_units: [8]}\n"
@@ -83,13 +84,7 @@ def redis_store(export: Export, redis_url: str) -> Iterator[tuple[str, str]]:
         "--namespace", namespace,
     )  # fmt: skip
     yield redis_url, namespace
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
-    finally:
-        client.close()
+    delete_namespace(redis_url, namespace)
 
 
 @pytest.fixture
