@@ -62,8 +62,15 @@ def _check_positive(value: int) -> int:
     return value
 
 
+def _check_buckets(value: int) -> int:
+    if value < 2:
+        raise ValueError(f"must be >= 2 (bucket 0 is reserved for missing values), got {value}")
+    return value
+
+
 Name = Annotated[str, AfterValidator(_check_name)]
 Positive = Annotated[int, AfterValidator(_check_positive)]
+Buckets = Annotated[int, AfterValidator(_check_buckets)]
 
 
 class _Strict(BaseModel):
@@ -78,7 +85,7 @@ class Feature(_Strict):
     entity: Entity
     # categorical and sequence: a fixed vocabulary (plus one OOV bucket) or hashing into num_buckets
     vocabulary: list[str] | None = None
-    num_buckets: Positive | None = None
+    num_buckets: Buckets | None = None
     embedding_dim: Positive = 8
     # sequence: pad/truncate length, and optionally the categorical feature whose table it shares
     max_length: Positive | None = None

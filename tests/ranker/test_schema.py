@@ -45,7 +45,12 @@ def test_round_trip_through_a_file(tmp_path: Path, schema: Schema) -> None:
         (
             "features.0.num_buckets",
             -1,
-            "features[0].num_buckets: must be > 0, got -1 (feature 'user_id')",
+            "features[0].num_buckets: must be >= 2 (bucket 0 is reserved for missing values), got -1 (feature 'user_id')",
+        ),
+        (
+            "features.0.num_buckets",
+            1,
+            "features[0].num_buckets: must be >= 2 (bucket 0 is reserved for missing values), got 1",
         ),
         ("features.1.colour", "red", "features[1].colour: unknown key (feature 'item_id')"),
         (
