@@ -17,11 +17,23 @@ features each) in three layouts, and times one lookup of a user and `--items` ca
   Zipf-distributed (popular items recur) candidates; `store_columns` and
   `store_no_cache_columns` add `columns(schema)` (what serving does), `columns_only` is that step
   alone;
+- the same-run comparison of ways to do that lookup (no cache), timed round-robin, one call of
+  each in turn, so that a loaded machine slows them alike: `store_no_cache` (the store),
+  `store_previous` (the store before hiredis packing and the single unpack: redis-py's Python
+  packing, MULTI/EXEC of GET pointer + MGET, one `unpackb` per blob) and `store_lua_script` (a
+  server-side Lua script that resolves the pointer, MGETs and returns the rows joined in one
+  msgpack array: tried, not adopted), each with the redis-server CPU it costs per lookup;
 - parts of a lookup, to show where the time goes: `async_mget_raw` (the round trip alone, no
-  decode, no pointer), `async_mget_decode` (plus decoding the arrays), `decode_arrays` /
-  `decode_maps` (decoding 1 + `--items` values alone, in each blob layout);
+  decode, no pointer) and `async_mget_raw_hiredis` (the same, packed by hiredis as the store's
+  connections do), `async_mget_decode` (plus decoding the arrays), `decode_arrays` /
+  `decode_maps` (decoding 1 + `--items` values alone, in each blob layout), and, round-robin,
+  `decode_rows_previous` (one `unpackb` per value, then the shape check row by row: the store's
+  decoding before) against `decode_rows` (`codec.decode_rows`: one `unpackb` of the values joined
+  under an array header, then the shape check);
 - `gc_*`: the store lookup with and without `gc.freeze()` after warm-up, in a process holding a
   service-sized heap (--ballast objects), since full collections are what spoils Python p99s;
+  `gc_gen0_*`: the store lookup under the default gen-0 threshold (700) and a larger one, in
+  alternating blocks (an option for serving, not something the store sets);
 - Feast's Python SDK `get_online_features` on the same Redis and data, when `--feast-python`
   names the python of a separate venv with `feast[redis]` (never a project dependency).
 
@@ -41,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import cycle
 from pathlib import Path
@@ -52,9 +64,19 @@ import numpy as np
 import redis
 import redis.asyncio
 
-from feature_store.cache import CacheConfig, EntityCacheConfig
-from feature_store.codec import Row
+from feature_store.cache import MISSING, CacheConfig, EntityCacheConfig, Missing
+from feature_store.codec import (
+    Layout,
+    Row,
+    decode_rows,
+    entity_prefix,
+    parse_version,
+    pointer_key,
+)
+from feature_store.connection import Endpoint
+from feature_store.errors import CorruptValue
 from feature_store.redis_store import open_async_store
+from feature_store.store import OnlineFeatures
 from feature_store.writer import StoreWriter
 from ranker.schema import Schema
 
@@ -64,6 +86,8 @@ NAMESPACE, MAP_PREFIX, HASH_PREFIX = "bench", "bench-map", "bench-hash"
 SEP = "\x1f"  # joins a sequence's elements in a hash field
 REQUESTS = 200  # distinct requests, cycled
 CACHE_SIZE = 5_000  # rows per entity cache: a quarter of the items
+GEN0_THRESHOLDS = (700, 50_000)  # CPython's default gen-0 threshold, and a larger one
+GC_BLOCK = 25  # calls per block when comparing gen-0 thresholds
 ROOT = Path(__file__).resolve().parent
 
 
@@ -249,6 +273,144 @@ async def time_async(
     return summarize(times)
 
 
+async def time_round_robin(
+    cases: Mapping[str, Callable[[], Awaitable[object]]], calls: int
+) -> dict[str, dict[str, float]]:
+    """`calls` timed calls of each case, one of each in turn: load that comes and goes on the
+    machine falls on all of them alike, so their ratios hold even where absolute times do not."""
+    for fn in cases.values():
+        for _ in range(20):
+            await fn()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    with frozen(True):
+        for _ in range(calls):
+            for name, fn in cases.items():
+                start = time.perf_counter()
+                await fn()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: summarize(t) for name, t in times.items()}
+
+
+async def time_gen0_thresholds(
+    fn: Callable[[], Awaitable[object]], thresholds: Sequence[int], calls: int
+) -> dict[str, dict[str, float]]:
+    """`fn` under each gen-0 threshold, in alternating blocks of GC_BLOCK calls."""
+    default = gc.get_threshold()
+    for _ in range(20):
+        await fn()
+    times: dict[int, list[float]] = {t: [] for t in thresholds}
+    with frozen(True):
+        try:
+            for _ in range(max(calls // GC_BLOCK, 1)):
+                for threshold in thresholds:
+                    gc.set_threshold(threshold, *default[1:])
+                    for _ in range(GC_BLOCK):
+                        start = time.perf_counter()
+                        await fn()
+                        times[threshold].append((time.perf_counter() - start) * 1e3)
+        finally:
+            gc.set_threshold(*default)
+    return {f"gc_gen0_{t}": summarize(times[t]) for t in thresholds}
+
+
+async def server_cpu_ms(url: str, fn: Callable[[], Awaitable[object]], calls: int) -> float:
+    """The redis-server CPU time (user + system, from INFO cpu) per call of `fn`, in ms."""
+    client = redis.asyncio.Redis.from_url(url)
+
+    async def used() -> float:
+        cpu = await client.info("cpu")
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+    before = await used()
+    for _ in range(calls):
+        await fn()
+    spent = await used() - before
+    await client.aclose()
+    return round(spent / calls * 1e3, 3)
+
+
+# ---- the lookup before, and the Lua script tried instead (same-run comparison) ---------------
+
+# KEYS[1]: {ns}:current. ARGV: the namespace, the version whose column order the caller knows
+# ('' if none), '1' if the first id is a user's ('0' if all are items), then the ids.
+# Returns {version or nil, that version's meta record if the caller did not know it, one msgpack
+# array of the rows (nil for a missing key)}; nothing but {nil} when no version is live.
+LUA_LOOKUP = """
+local live = redis.call('GET', KEYS[1])
+if not live or not string.match(live, '^%d+$') then return {live} end
+local meta = false
+if live ~= ARGV[2] then meta = redis.call('GET', ARGV[1] .. ':v' .. live .. ':meta') end
+local prefix = ARGV[1] .. ':v' .. live .. ':'
+local n = #ARGV - 3
+local keys = {}
+for i = 1, n do keys[i] = prefix .. 'item:' .. ARGV[i + 3] end
+if ARGV[3] == '1' and n > 0 then keys[1] = prefix .. 'user:' .. ARGV[4] end
+local parts = {}
+if n < 16 then parts[1] = string.char(0x90 + n)
+elseif n < 65536 then parts[1] = string.char(0xdc, math.floor(n / 256), n % 256)
+else parts[1] = string.char(0xdd, math.floor(n / 16777216), math.floor(n / 65536) % 256,
+  math.floor(n / 256) % 256, n % 256) end
+for first = 1, n, 1000 do  -- unpack() is limited by Lua's C stack (about 8000 values)
+  local last = math.min(first + 999, n)
+  local blobs = redis.call('MGET', unpack(keys, first, last))
+  for i = 1, last - first + 1 do parts[#parts + 1] = blobs[i] or '\\192' end
+end
+return {live, meta, table.concat(parts)}
+"""
+
+
+def check_rows(rows: Sequence[Any], keys: Sequence[bytes], widths: Sequence[int]) -> None:
+    """The shape check the store made row by row before (`codec.decode_rows`)."""
+    for row, key, width in zip(rows, keys, widths, strict=True):
+        if row is not None and (type(row) is not list or len(row) != width):
+            raise CorruptValue(f"value at {key!r} is not an array of {width} columns")
+
+
+async def previous_lookup(
+    client: redis.asyncio.Redis, layout: Layout, user_id: str, item_ids: Sequence[str]
+) -> OnlineFeatures:
+    """`get_online_features` as it was before (commit 4c6b4fe), in steady state without caches:
+    a plan entry per id, redis-py's Python packing (a plain asyncio client), MULTI/EXEC of GET
+    pointer + MGET, one `unpackb` per blob, then the shape check row by row."""
+    pointer = pointer_key(NAMESPACE)
+    async with asyncio.timeout(1.0):
+        wanted: list[tuple[int, str, str]] = []
+        for position, entity_id in enumerate([user_id, *item_ids]):
+            entity = "user" if position == 0 else "item"
+            cached = MISSING  # the old plan asked each (absent) cache
+            if isinstance(cached, Missing):
+                wanted.append((position, entity, entity_id))
+        prefixes = {
+            "user": entity_prefix(NAMESPACE, 1, "user"),
+            "item": entity_prefix(NAMESPACE, 1, "item"),
+        }
+        keys = [prefixes[entity] + entity_id.encode() for _, entity, entity_id in wanted]
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.get(pointer)
+            pipe.mget(keys)
+            live, blobs = await pipe.execute()
+        assert parse_version(live, pointer) == 1
+        unpack = msgpack.unpackb
+        rows = [None if blob is None else unpack(blob) for blob in blobs]
+        check_rows(rows, keys, [len(layout.user)] + [len(layout.item)] * len(item_ids))
+        return OnlineFeatures(user_id, item_ids, layout, rows[0], rows[1:])
+
+
+async def lua_lookup(
+    script: Any, layout: Layout, user_id: str, item_ids: Sequence[str]
+) -> OnlineFeatures:
+    """The same lookup through LUA_LOOKUP (EVALSHA, on a hiredis-packed client): one atomic call,
+    one bulk reply, one `unpackb` of all the rows, then the shape check."""
+    pointer = pointer_key(NAMESPACE)
+    async with asyncio.timeout(1.0):
+        live, _, body = await script(keys=[pointer], args=[NAMESPACE, "1", "1", user_id, *item_ids])
+        assert parse_version(live, pointer) == 1
+        rows = msgpack.unpackb(body)
+        widths = [len(layout.user)] + [len(layout.item)] * len(item_ids)
+        check_rows(rows, [b"?"] * len(rows), widths)
+        return OnlineFeatures(user_id, item_ids, layout, rows[0], rows[1:])
+
+
 # ---- cases ----------------------------------------------------------------------------------
 
 
@@ -317,13 +479,21 @@ async def async_cases(
     async def mget_decode() -> object:
         return decode_all(await raw.mget(array_keys(*pick())))
 
+    packed = Endpoint(url, url).async_client(1.0)  # the store's connections: packed by hiredis
+
+    async def mget_raw_hiredis() -> object:
+        return await packed.mget(array_keys(*pick()))
+
     results["async_mget_raw"] = await time_async(mget_raw, calls)
+    results["async_mget_raw_hiredis"] = await time_async(mget_raw_hiredis, calls)
     results["async_mget_decode"] = await time_async(mget_decode, calls)
+    results.update(await compare_lookups(url, raw, packed, uniform, calls))
+    results.update(await compare_decoders(raw, uniform, calls))
     await raw.aclose()
+    await packed.aclose()
 
     both = CacheConfig(user=EntityCacheConfig(CACHE_SIZE), item=EntityCacheConfig(CACHE_SIZE))
     configs: list[tuple[str, CacheConfig, list[tuple[str, list[str]]], bool]] = [
-        ("store_no_cache", CacheConfig.off(), uniform, False),
         ("store_user_cache", CacheConfig(), uniform, False),
         ("store_item_cache", both, uniform, False),
         ("store_no_cache_zipf", CacheConfig.off(), zipf, False),
@@ -367,9 +537,70 @@ async def async_cases(
     results["gc_not_frozen"] = await time_async(serve_like, calls, freeze=False)
     results["gc_frozen"] = await time_async(serve_like, calls, freeze=True)
     results["gc_ballast_objects"] = len(heap)
+    results.update(await time_gen0_thresholds(serve_like, GEN0_THRESHOLDS, calls))
     await store.aclose()
     del heap
     return results
+
+
+async def compare_lookups(
+    url: str,
+    plain: redis.asyncio.Redis,
+    packed: redis.asyncio.Redis,
+    uniform: list[tuple[str, list[str]]],
+    calls: int,
+) -> dict[str, Any]:
+    """The store's lookup, the previous one and the Lua script, no cache, timed round-robin; then
+    the redis-server CPU each costs per lookup."""
+    store = open_async_store(url=url, namespace=NAMESPACE, cache=CacheConfig.off(), timeout=1.0)
+    await store.get_online_features(*uniform[0])  # learns the version and its column order
+    assert store.layout is not None
+    layout = store.layout
+    script = packed.register_script(LUA_LOOKUP)
+    requests = {name: cycle(uniform) for name in ("new", "previous", "lua")}
+
+    async def new() -> object:
+        return await store.get_online_features(*next(requests["new"]))
+
+    async def previous() -> object:
+        return await previous_lookup(plain, layout, *next(requests["previous"]))
+
+    async def lua() -> object:
+        return await lua_lookup(script, layout, *next(requests["lua"]))
+
+    cases = {"store_no_cache": new, "store_previous": previous, "store_lua_script": lua}
+    first = [await fn() for fn in cases.values()]  # the three agree before anything is timed
+    assert all(found == first[0] for found in first), "the lookups disagree"
+    results: dict[str, Any] = await time_round_robin(cases, calls)
+    for name, fn in cases.items():
+        results[name]["server_cpu_ms"] = await server_cpu_ms(url, fn, max(calls // 2, 50))
+    await store.aclose()
+    return results
+
+
+async def compare_decoders(
+    client: redis.asyncio.Redis, uniform: list[tuple[str, list[str]]], calls: int
+) -> dict[str, Any]:
+    """The store's decoding of a lookup's values before and now, round-robin, on the values of
+    50 requests."""
+    fetched = []
+    for user_id, item_ids in uniform[:50]:
+        keys = array_keys(user_id, item_ids)
+        fetched.append((await client.mget(keys), keys))
+    widths = [NUMERIC + CATEGORICAL + SEQUENCES] * len(fetched[0][1])
+    requests = {name: cycle(fetched) for name in ("previous", "now")}
+
+    async def previous() -> object:
+        blobs, keys = next(requests["previous"])
+        rows = [None if blob is None else msgpack.unpackb(blob) for blob in blobs]
+        check_rows(rows, keys, widths)
+        return rows
+
+    async def now() -> object:
+        return decode_rows(*next(requests["now"]), widths)
+
+    assert await previous() == await now()
+    return await time_round_robin({"decode_rows_previous": previous, "decode_rows": now}, calls)
 
 
 # ---- Feast (optional, in its own venv) ------------------------------------------------------
@@ -528,6 +759,8 @@ def table(results: dict[str, Any]) -> str:
             notes = ""
             if value.get("cache"):
                 notes = "hit ratio " + ", ".join(f"{e} {r}" for e, r in value["cache"].items())
+            if "server_cpu_ms" in value:
+                notes = f"redis-server CPU {value['server_cpu_ms']:.3f} ms per lookup"
             lines.append(
                 f"{name:<24} {value['p50_ms']:>8.3f} {value['p99_ms']:>8.3f} "
                 f"{value['mean_ms']:>8.3f}  {notes}"
@@ -553,6 +786,7 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     started = time.monotonic()
+    load_before = os.getloadavg()  # other processes' load spoils absolute numbers: say so
     users, items = rows("user", USERS, rng), rows("item", ITEMS, rng)
     uniform = requests(args.items, zipf=False, rng=rng)
     zipf = requests(args.items, zipf=True, rng=rng)
@@ -573,6 +807,10 @@ def main() -> None:
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "seconds": round(time.monotonic() - started, 1),
+            "load_average_1_5_15_min": {
+                "start": [round(x, 2) for x in load_before],
+                "end": [round(x, 2) for x in os.getloadavg()],
+            },
         },
         "results": results,
     }

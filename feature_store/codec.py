@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgpack
 
@@ -148,27 +148,65 @@ def decode_rows(
     blobs: Sequence[bytes | None], keys: Sequence[bytes], widths: Sequence[int]
 ) -> list[Values | None]:
     """Unpack the values `encode_row` wrote (None stays None); `widths[i]` is how many columns
-    `blobs[i]` must have. Anything else raises CorruptValue naming its key."""
-    unpack = msgpack.unpackb
+    `blobs[i]` must have. Anything else raises CorruptValue naming its key.
+
+    One `msgpack.unpackb` of all the blobs joined under an array header (nil for None), then one
+    shape check; only when that fails are the blobs unpacked one by one, to name the culprit.
+    """
     try:
-        rows: list[Values | None] = [None if blob is None else unpack(blob) for blob in blobs]
+        rows = msgpack.unpackb(_joined(blobs))
     except _NOT_MSGPACK:
-        for blob, key in zip(blobs, keys, strict=True):  # the slow path finds the culprit
-            if blob is not None:
-                try:
-                    unpack(blob)
-                except _NOT_MSGPACK as err:
-                    raise CorruptValue(f"value at {_name(key)!r} is not msgpack: {err}") from None
-        raise
-    for row, key, width in zip(rows, keys, widths, strict=True):
+        rows = None
+    if type(rows) is list and len(rows) == len(blobs) and _shaped(rows, widths):
+        return rows
+    return _decode_one_by_one(blobs, keys, widths)
+
+
+def _joined(blobs: Sequence[bytes | None]) -> bytes:
+    """The blobs as the elements of one msgpack array: its header, then each blob (nil for None)."""
+    n = len(blobs)
+    if n < 16:
+        header = bytes([0x90 | n])
+    elif n < 1 << 16:
+        header = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + n.to_bytes(4, "big")
+    if None in blobs:  # absent keys: nil in their place
+        blobs = [_NIL if blob is None else blob for blob in blobs]
+    return b"".join([header, *cast("Sequence[bytes]", blobs)])
+
+
+def _shaped(rows: list[Any], widths: Sequence[int]) -> bool:
+    """True if each row is None or a list of its width."""
+    for row, width in zip(rows, widths, strict=True):
         if row is not None and (type(row) is not list or len(row) != width):
+            return False
+    return True
+
+
+def _decode_one_by_one(
+    blobs: Sequence[bytes | None], keys: Sequence[bytes], widths: Sequence[int]
+) -> list[Values | None]:
+    """`decode_rows` value by value: slower, but a bad value raises CorruptValue naming its key."""
+    rows: list[Values | None] = []
+    for blob, key, width in zip(blobs, keys, widths, strict=True):
+        if blob is None:
+            rows.append(None)
+            continue
+        try:
+            row = msgpack.unpackb(blob)
+        except _NOT_MSGPACK as err:
+            raise CorruptValue(f"value at {_name(key)!r} is not msgpack: {err}") from None
+        if type(row) is not list or len(row) != width:
             kind = type(row).__name__ if type(row) is not list else f"list of {len(row)}"
             raise CorruptValue(
                 f"value at {_name(key)!r} is a {kind}, not an array of the {width} columns"
             )
+        rows.append(row)
     return rows
 
 
+_NIL = b"\xc0"
 _NOT_MSGPACK = (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError)
 
 

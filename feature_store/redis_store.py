@@ -5,7 +5,13 @@ the user's and the items' keys in the version this store last saw. When the poin
 version went live, the store forgets its cached rows and reads again from that version (once per
 flip), so a reader never mixes two versions nor reads one that was deleted under it. The first
 read of a version also GETs its meta record in the same transaction, for the column order of its
-arrays (`Layout`), kept until the next flip.
+arrays (`Layout`), kept until the next flip. The rows are decoded with one msgpack unpack
+(`codec.decode_rows`) and the commands packed by hiredis (`connection`).
+
+A server-side Lua script doing the same in one atomic call (resolve the pointer, MGET, return the
+rows joined in one msgpack array) was measured and not adopted: Redis turning 501 values into Lua
+strings costs it more CPU per lookup than the script saves the client (`store_lua_script` in
+`benchmarks/store_latency.py`; figures in docs/feature_store.md).
 
 Failures surface as `StoreUnavailable` within `timeout` (default 50 ms) so that serving degrades
 instead of hanging: the whole lookup runs under `asyncio.timeout` (a command that met a dead

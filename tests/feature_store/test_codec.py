@@ -100,6 +100,45 @@ def test_foreign_values_raise_naming_the_key(blob: bytes, message: str) -> None:
         decode_rows([good, blob], keys, [3, 3])
 
 
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 65535, 65536])
+def test_rows_are_decoded_in_order_whatever_the_count_with_none_where_absent(n: int) -> None:
+    # one unpackb of all the values joined under an array header: fixarray, array 16, array 32
+    blobs = [None if i % 3 == 1 else encode_row({"a": float(i % 7)}, ["a", "b"]) for i in range(n)]
+    keys = [f"k{i}".encode() for i in range(n)]
+    assert decode_rows(blobs, keys, [2] * n) == [
+        None if i % 3 == 1 else [float(i % 7), None] for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (b"\xc1", "not msgpack"),
+        (b"\x92\x01", "not msgpack"),  # truncated: would swallow the next value if joined
+        (b"\x92\x01\x02\x03", "not msgpack"),  # an extra value: would shift the rest if joined
+        (b"\x81\xa1x\x01", "is a dict"),
+        (b"\x91\x01", "is a list of 1"),
+    ],
+)
+def test_a_foreign_value_among_many_is_named_not_its_neighbours(blob: bytes, message: str) -> None:
+    good = encode_row({"a": 1.0}, ["a", "b"])
+    blobs: list[bytes | None] = [good] * 500
+    blobs[250] = None
+    blobs[321] = blob
+    keys = [f"mtrank:v1:item:{i}".encode() for i in range(500)]
+    with pytest.raises(CorruptValue, match=f"'mtrank:v1:item:321'.*{message}"):
+        decode_rows(blobs, keys, [2] * 500)
+
+
+def test_the_user_row_may_have_another_width_than_the_items() -> None:
+    user = encode_row({"age": 3.0}, ["age"])
+    item = encode_row({"price": 1.0}, ["price", "category"])
+    keys = [b"ns:v1:user:u", b"ns:v1:item:i", b"ns:v1:item:j"]
+    assert decode_rows([user, item, None], keys, [1, 2, 2]) == [[3.0], [1.0, None], None]
+    with pytest.raises(CorruptValue, match="'ns:v1:item:i' is a list of 1, not an array of the 2"):
+        decode_rows([user, user, None], keys, [1, 2, 2])
+
+
 def test_the_column_order_is_read_from_the_meta_record() -> None:
     meta = b'{"columns": {"item": ["price", "cat"], "user": []}, "version": 7}'
     assert Layout.from_meta(meta, b"mtrank:v7:meta") == Layout(user=(), item=("price", "cat"))

@@ -50,6 +50,28 @@ def test_cached_rows_are_not_fetched_and_fetched_rows_are_cached() -> None:
     assert again.finish(3, LAYOUT, [], []).items == [{"price": 5.0}, None]
 
 
+def test_with_a_user_cache_only_every_item_is_fetched_and_the_user_once() -> None:
+    users = _cache()
+    lookup = Lookup("u1", ["i1", "i2"], user_cache=users)
+    keys = lookup.keys("ns", 3)
+    assert keys == [b"ns:v3:user:u1", b"ns:v3:item:i1", b"ns:v3:item:i2"]
+    blobs = [encode_row({"age": 1.0}, LAYOUT.user), None, encode_row({}, LAYOUT.item)]
+    found = lookup.finish(3, LAYOUT, keys, blobs)
+    assert (found.user_values, found.item_values) == ([1.0], [None, [None, None]])
+    again = Lookup("u1", ["i2"], user_cache=users)
+    assert again.keys("ns", 3) == [b"ns:v3:item:i2"]
+    assert again.finish(3, LAYOUT, [b"ns:v3:item:i2"], [None]).user == {"age": 1.0}
+
+
+def test_a_user_known_absent_is_not_fetched_again() -> None:
+    users = _cache()
+    first = Lookup("u9", [], user_cache=users)
+    first.finish(3, LAYOUT, first.keys("ns", 3), [None])
+    again = Lookup("u9", ["i1"], user_cache=users)
+    assert again.keys("ns", 3) == [b"ns:v3:item:i1"]
+    assert again.finish(3, LAYOUT, [b"ns:v3:item:i1"], [None]).missing_user
+
+
 def test_no_live_version_means_every_row_is_absent() -> None:
     found = Lookup("u1", ["i1"]).finish(None, Layout(), [], [])
     assert found.missing_user

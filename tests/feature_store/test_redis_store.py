@@ -257,6 +257,30 @@ def test_a_foreign_value_under_the_namespace_raises_naming_its_key(
         asyncio.run(scenario())
 
 
+def test_a_bad_value_among_hundreds_is_named_and_absent_items_stay_none(
+    reader: Reader, publish: Publish, raw_redis: redis.Redis, namespace: str
+) -> None:
+    items = [(f"i{n}", {"price": float(n), "category": str(n % 7)}) for n in range(400)]
+    publish({"user": TABLES["user"], "item": items})
+    wanted = [f"i{n}" for n in range(0, 400, 2)] + ["nope", "i7"]
+
+    async def lookup() -> list[dict[str, object] | None]:
+        async with reader() as store:
+            return (await store.get_online_features("u1", wanted)).items
+
+    found = asyncio.run(lookup())
+    assert found[:3] == [
+        {"price": 0.0, "category": "0"},
+        {"price": 2.0, "category": "2"},
+        {"price": 4.0, "category": "4"},
+    ]
+    assert found[-2:] == [None, {"price": 7.0, "category": "0"}]
+    # an array of 2 holding one value: joined with the others, it would take in the next row
+    raw_redis.set(f"{namespace}:v1:item:i200", b"\x92\xca\x40\x20\x00\x00")
+    with pytest.raises(CorruptValue, match=f"'{namespace}:v1:item:i200' is not msgpack"):
+        asyncio.run(lookup())
+
+
 def test_namespaces_do_not_see_each_other(publish: Publish, redis_url: str, namespace: str) -> None:
     publish(TABLES)
 
