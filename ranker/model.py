@@ -26,6 +26,14 @@ from ranker.tasks import build_objectives
 LossWeighting = Literal["fixed", "uncertainty"]
 
 
+def log_names(schema: Schema, architecture: str) -> list[str]:
+    """What `fit` logs each epoch for a model of `architecture` on training data (and, prefixed
+    with `val_`, on validation data): each objective's metric, then the losses."""
+    objectives = build_objectives(schema, registry.get(architecture).entire_space)
+    metrics = [objective.metric_name for objective in objectives]
+    return [*metrics, "loss", "regularization_loss", "total_loss"]
+
+
 class RankingModel(tfrs.models.Model):
     """A registered architecture over the schema's features, with a tower per task."""
 

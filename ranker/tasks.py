@@ -29,6 +29,11 @@ class Objective:
     mask: str | None  # a label column: the loss counts only rows where it is 1
     weight: float
 
+    @property
+    def metric_name(self) -> str:
+        """The name of the objective's metric in training logs: `{output}_auc` or `{output}_rmse`."""
+        return f"{self.output}_auc" if self.type == "binary" else f"{self.output}_rmse"
+
     def ranking_task(self) -> tfrs.tasks.Ranking:
         """The TFRS task computing this objective's per-example loss and its metrics.
 
@@ -38,10 +43,10 @@ class Objective:
         reduction = keras.losses.Reduction.NONE
         if self.type == "binary":
             loss = keras.losses.BinaryCrossentropy(reduction=reduction)
-            metrics = [keras.metrics.AUC(name=f"{self.output}_auc")]
+            metrics = [keras.metrics.AUC(name=self.metric_name)]
         else:
             loss = keras.losses.MeanSquaredError(reduction=reduction)
-            metrics = [keras.metrics.RootMeanSquaredError(name=f"{self.output}_rmse")]
+            metrics = [keras.metrics.RootMeanSquaredError(name=self.metric_name)]
         return tfrs.tasks.Ranking(loss=loss, metrics=metrics, name=f"{self.output}_task")
 
     def targets(self, labels: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor | None]:

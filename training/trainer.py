@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from ranker import registry
 from ranker.errors import ConfigError, MtrankError
 from ranker.keras_compat import keras, tf
-from ranker.model import RankingModel
+from ranker.model import RankingModel, log_names
 from ranker.schema import Schema
 from training.config import TrainConfig
 from training.data import EntityTables, ReadOptions, make_dataset, reader_errors
@@ -87,6 +87,7 @@ def train(
     registry.get(architecture)  # an unknown name fails before any data is read
     name = name or architecture
     schema = Schema.load(data_dir / "schema.yaml")
+    _check_monitor(config, schema, architecture)
     paths = {split: find_split(data_dir, split) for split in SPLITS}
     keras.utils.set_random_seed(config.seed)
     policy = set_precision(config.mixed_precision)
@@ -193,6 +194,18 @@ def _entity_tables(data_dir: Path, schema: Schema, train_file: Path) -> EntityTa
     keys = {schema.keys.user, schema.keys.item}
     needed = [f for f in schema.features if f.entity != "context" and f.name not in columns | keys]
     return EntityTables.load(data_dir, schema, needed) if needed else None
+
+
+def _check_monitor(config: TrainConfig, schema: Schema, architecture: str) -> None:
+    """An early-stopping monitor the model never logs is an error (Keras would only warn)."""
+    monitor = config.early_stopping.monitor
+    names = log_names(schema, architecture)
+    logged = [f"{prefix}{name}" for prefix in ("val_", "") for name in names]
+    if config.early_stopping.enabled and monitor not in logged:
+        raise ConfigError(
+            f"early_stopping.monitor: {monitor!r} is not logged by this model; "
+            f"choose one of {logged}"
+        )
 
 
 def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:

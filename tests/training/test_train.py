@@ -170,6 +170,19 @@ def test_train_cli_errors_are_one_line(
     assert len(err.splitlines()) == 1 and message in err, err
 
 
+def test_an_early_stopping_monitor_the_model_never_logs_is_an_error(
+    synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("early_stopping: {monitor: val_cvr_auc}\n")  # esmm logs ctcvr, not cvr
+    args = ["--model", "esmm", "--config", str(config), "--out", str(tmp_path / "m")]
+    assert main(["train", "--data", str(synth_dir), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "early_stopping.monitor: 'val_cvr_auc' is not logged by this model" in err
+    assert "'val_ctcvr_auc'" in err
+
+
 def test_evaluate_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["evaluate", "--model", str(tmp_path), "--data", "x.parquet"]) == 2
     assert "no exported model" in capsys.readouterr().err
