@@ -314,7 +314,7 @@ class ExposureRecorder:
             await asyncio.to_thread(self.log.close)
 
 
-def get_exposures(request: Request) -> ExposureRecorder:
+async def get_exposures(request: Request) -> ExposureRecorder:
     return request.app.state.exposures  # type: ignore[no-any-return]
 
 

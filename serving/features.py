@@ -6,9 +6,10 @@ One `FeatureBatcher` per loaded model version, built from the schema in its meta
   accepted as `str(value)`; numeric -> finite float; sequence -> list of str) and raises
   `InvalidInput` naming the field; context features the request leaves out get their default.
 - `rank_batch(found, context)` lays the store's `OnlineFeatures` and the context out as one batch:
-  user and context values are converted once and broadcast over the candidates, item columns are
-  converted with one numpy call each. Sequences keep their first `max_length` elements, drop ""
-  elements and are padded with "" (the training pipeline's convention).
+  user and context values are converted once and broadcast over the candidates (read-only
+  views, no copy per row), item columns are converted with one numpy call each. Sequences keep
+  their first `max_length` elements, drop "" elements and are padded with "" (the training
+  pipeline's convention).
 - `instances_batch(instances)` does the same for TF Serving's row format (`:predict`), where every
   row carries its own raw features; absent features get their default.
 
@@ -186,16 +187,18 @@ def column(feature: Feature, values: Sequence[Any]) -> np.ndarray:
 
 
 def broadcast(feature: Feature, value: Value, rows: int) -> np.ndarray:
-    """One typed raw value repeated `rows` times, as the signature's array."""
+    """One typed raw value repeated `rows` times, as the signature's array: a read-only view
+    that repeats one row (`np.broadcast_to`), not a copy per row. `tf.constant` turns it into a
+    tensor as fast as a full array (`Servable.predict` converts with it for that reason)."""
     if feature.type == "numeric":
-        return np.full(rows, value, dtype=np.float32)
+        return np.broadcast_to(np.array(value, dtype=np.float32), (rows,))
     if feature.type == "categorical":
-        return np.full(rows, value, dtype=object)
+        return np.broadcast_to(np.array(value, dtype=object), (rows,))
     assert feature.max_length is not None and isinstance(value, list)
     row = np.full(feature.max_length, "", dtype=object)
     padded = pad(value, feature.max_length)
     row[: len(padded)] = padded
-    return np.tile(row, (rows, 1))
+    return np.broadcast_to(row, (rows, feature.max_length))
 
 
 def pad(sequence: Sequence[str], max_length: int) -> list[str]:

@@ -51,6 +51,8 @@ def test_rank_batch_broadcasts_user_and_context_and_fills_defaults(batcher: Feat
     assert batch["price"].tolist() == [2.5, 0.0, 0.0]
     assert batch["device"].tolist() == ["web"] * 3
     assert batch["position"].tolist() == [1.0] * 3
+    # one row each, repeated by a zero stride, not copied per candidate
+    assert all(batch[name].strides[0] == 0 for name in ("user_id", "age", "recent", "device"))
 
 
 def test_unknown_user_gets_every_user_default(batcher: FeatureBatcher) -> None:
