@@ -67,6 +67,7 @@ class RankingModel(tfrs.models.Model):
             FeatureInputs(
                 self.schema.features,
                 embedding_l2=hp.embedding_l2,
+                vocabulary_embedding_l2=hp.vocabulary_embedding_l2,
                 name=f"inputs_{k}" if self.separate_inputs else "inputs",
             )
             for k in range(copies)

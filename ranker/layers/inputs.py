@@ -31,6 +31,7 @@ class FeatureInputs(keras.layers.Layer):
         self,
         features: list[Feature] | list[dict[str, Any]],
         embedding_l2: float = 0.0,
+        vocabulary_embedding_l2: float = 0.0,
         **kwargs: Any,
     ) -> None:
         # raw numerics stay float32 until normalized, also under a mixed-precision policy
@@ -42,10 +43,15 @@ class FeatureInputs(keras.layers.Layer):
         names = [f.name for f in parsed]
         if len(set(names)) != len(names):
             raise ValueError(f"FeatureInputs feature names must be unique, got {names}")
-        if embedding_l2 < 0:
-            raise ValueError(f"FeatureInputs embedding_l2 must be >= 0, got {embedding_l2}")
+        for key, value in (
+            ("embedding_l2", embedding_l2),
+            ("vocabulary_embedding_l2", vocabulary_embedding_l2),
+        ):
+            if value < 0:
+                raise ValueError(f"FeatureInputs {key} must be >= 0, got {value}")
+        # hashed tables (ids: many rows, few examples each) memorise; vocabulary tables are small
         self.embedding_l2 = float(embedding_l2)
-        regularizer = keras.regularizers.l2(self.embedding_l2) if self.embedding_l2 else None
+        self.vocabulary_embedding_l2 = float(vocabulary_embedding_l2)
         self.features = parsed
         by_name = {f.name: f for f in parsed}
         self.lookups: dict[str, keras.layers.Layer] = {}
@@ -60,10 +66,11 @@ class FeatureInputs(keras.layers.Layer):
                     mask_token=None,
                     name=f"{feature.name}_lookup",
                 )
+            l2 = self.embedding_l2 if feature.vocabulary is None else self.vocabulary_embedding_l2
             self.embeddings[feature.name] = keras.layers.Embedding(
                 feature.table_size,
                 feature.embedding_dim,
-                embeddings_regularizer=regularizer,
+                embeddings_regularizer=keras.regularizers.l2(l2) if l2 else None,
                 name=f"{feature.name}_embedding",
             )
         for feature in parsed:
@@ -200,6 +207,7 @@ class FeatureInputs(keras.layers.Layer):
             **super().get_config(),
             "features": [f.model_dump(mode="json", exclude_defaults=True) for f in self.features],
             "embedding_l2": self.embedding_l2,
+            "vocabulary_embedding_l2": self.vocabulary_embedding_l2,
         }
 
 

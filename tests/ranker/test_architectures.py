@@ -175,5 +175,11 @@ def test_cross_layers_and_embedding_l2_are_applied(schema: Schema, data: tuple) 
         v.name for v in plain.trainable_variables
     }
     assert any("cross_0" in name for name in extra)
-    assert not plain.losses and len(crossed.losses) == len(crossed.feature_inputs[0].embeddings)
+    inputs = crossed.feature_inputs[0]
+    hashed = [f for f in inputs.features if f.name in inputs.embeddings and f.vocabulary is None]
+    assert hashed and len(hashed) < len(inputs.embeddings)  # the schema has both kinds of table
+    assert not plain.losses and len(crossed.losses) == len(hashed)
     assert float(tf.add_n(crossed.losses)) > 0.0
+    both = RankingModel(schema, "mmoe", {"embedding_l2": 1e-3, "vocabulary_embedding_l2": 1e-3})
+    both(features)
+    assert len(both.losses) == len(inputs.embeddings)
