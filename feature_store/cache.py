@@ -1,21 +1,28 @@
 """The in-process cache in front of Redis: a bounded LRU with a TTL, per entity kind.
 
 Serving reads one user and hundreds of candidate items per request; a user who sends several
-requests in a row, or an item that is a candidate in most requests, need not be fetched and
-decoded every time. A cached row is the decoded array itself, in its version's column order
-(shared between requests: never mutate it); a cached None means "the store has no row" (new users
-are common). Rows are tagged with the table version they were read from: `reset(version)` on a
-version flip drops them all (and with them the column order they were in), and rows read from an
-older version are never put back afterwards.
+requests in a row, or an item that is a candidate in most requests, need not be fetched every
+time. A cached row is the entity's stored value itself, the msgpack bytes Redis returned (as
+`codec.encode_row` wrote them, in its version's column order), not the decoded array: a lookup
+decodes its cached and fetched values together in one `codec.decode_rows` call, so a hit saves the
+key and the bytes on the wire, not the decode. Bytes are one object the garbage collector does not
+track, where a decoded row is a list of ~20 values (strings, floats, lists): hundreds of those
+entering the cache per lookup and surviving there kept the collector's older generations growing
+and being scanned. A cached None means "the store has no row" (new users are common). Rows are
+tagged with the table version they were read from: `reset(version)` on a version flip drops them
+all, and rows read from an older version are never put back afterwards. A value is only put after
+it decoded to its version's width, so a cached value never fails to decode.
 
 Whether a cache pays is measured in `benchmarks/store_latency.py` (numbers in
-docs/feature_store.md). With rows stored as msgpack arrays (cheap to decode), the item cache costs
-more than it saves at the tail: on a quiet machine, 1 user + 500 items, p99 26.9 ms with it against
-6.8 ms without for uniform candidates (25% hits), and 7.8 ms against 5.7 ms even for Zipf candidates
-(84% hits, where its p50 is 2.2 against 2.7 ms). So `CacheConfig()` caches users only (one row per
-request, no measurable cost) and leaves items to Redis; pass an item `EntityCacheConfig` to turn it
-on for traffic whose hit ratio makes it pay. Rows only change when a version flips, which clears the caches; the
-TTL bounds how long a row written with `--ttl` can outlive its expiry in Redis.
+docs/feature_store.md). 1 user + 500 items, 5,000-row item cache, on a loaded 2-core machine,
+p50 / p99 ms: with decoded rows the item cache cost 8.1 / 32.4 against 4.9 / 8.6 without it for
+uniform candidates (25% hits), with bytes 5.7 / 11.1: no longer a tail, but no gain either. For
+Zipf candidates (84% hits) bytes give 3.9 / 7.8 against 4.6 / 9.6 without (decoded rows: 2.5 /
+5.1, since hits skipped decoding). So `CacheConfig()` caches users only (one row per request, no
+measurable cost) and leaves items to Redis; pass an item `EntityCacheConfig` to turn it on for
+traffic whose hit ratio makes it pay, or to spare Redis. Rows only change when a version flips,
+which clears the caches; the TTL bounds how long a row written with `--ttl` can outlive its
+expiry in Redis.
 """
 
 from __future__ import annotations
@@ -24,8 +31,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from feature_store.codec import Values
 
 DEFAULT_TTL_S = 30.0
 
@@ -49,7 +54,7 @@ class CacheConfig:
     """Which entity kinds the store caches in process; None turns an entity's cache off."""
 
     user: EntityCacheConfig | None = field(default_factory=lambda: EntityCacheConfig(10_000))
-    item: EntityCacheConfig | None = None  # off: it costs more than it saves at p99 (see above)
+    item: EntityCacheConfig | None = None  # off: it pays only for skewed candidates (above)
 
     @classmethod
     def off(cls) -> CacheConfig:
@@ -66,7 +71,8 @@ MISSING = Missing()
 
 
 class EntityCache:
-    """A bounded LRU of decoded rows (or None: known absent) with a TTL, for one table version."""
+    """A bounded LRU of stored values (msgpack bytes, or None: known absent) with a TTL, for one
+    table version."""
 
     def __init__(
         self, config: EntityCacheConfig, clock: Callable[[], float] = time.monotonic
@@ -75,7 +81,7 @@ class EntityCache:
         self.version: int | None = None
         self.hits = 0
         self.misses = 0
-        self._rows: OrderedDict[str, tuple[float, Values | None]] = OrderedDict()
+        self._rows: OrderedDict[str, tuple[float, bytes | None]] = OrderedDict()
         self._now = clock
 
     def __len__(self) -> int:
@@ -87,8 +93,8 @@ class EntityCache:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
 
-    def get(self, entity_id: str) -> Values | Missing | None:
-        """The cached row of `entity_id` (None: the store has none), or MISSING."""
+    def get(self, entity_id: str) -> bytes | Missing | None:
+        """The cached value of `entity_id` (None: the store has none), or MISSING."""
         entry = self._rows.get(entity_id)
         if entry is None or entry[0] < self._now():
             self.misses += 1
@@ -97,11 +103,12 @@ class EntityCache:
         self.hits += 1
         return entry[1]
 
-    def put(self, version: int, entity_id: str, row: Values | None) -> None:
-        """Remember `row` as read from `version`; ignored unless that is the cache's version."""
+    def put(self, version: int, entity_id: str, blob: bytes | None) -> None:
+        """Remember `blob`, the value of `entity_id` read from `version` and decoded to its width
+        there; ignored unless `version` is the cache's version."""
         if version != self.version:
             return
-        self._rows[entity_id] = (self._now() + self.config.ttl_s, row)
+        self._rows[entity_id] = (self._now() + self.config.ttl_s, blob)
         self._rows.move_to_end(entity_id)
         if len(self._rows) > self.config.max_size:
             self._rows.popitem(last=False)

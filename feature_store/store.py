@@ -4,8 +4,8 @@ Serving calls `get_online_features(user_id, item_ids)` once per request. An impl
 the user and every candidate item in one round trip and returns `OnlineFeatures`, whose `columns`
 turns the stored rows into one list of raw values per model feature, defaults filled in. When the
 store cannot be reached in time it raises `StoreUnavailable`; serving then uses
-`OnlineFeatures.unavailable(...)`, which is all defaults and marked degraded. Rows may be shared
-with the store's in-process cache: read them, never mutate them.
+`OnlineFeatures.unavailable(...)`, which is all defaults and marked degraded. Rows are decoded
+afresh for each lookup (the cache keeps the stored bytes), but treat them as read-only.
 """
 
 from __future__ import annotations

@@ -281,6 +281,31 @@ def test_a_bad_value_among_hundreds_is_named_and_absent_items_stay_none(
         asyncio.run(lookup())
 
 
+def test_a_bad_value_fetched_among_cached_ones_is_named_and_the_cached_ones_still_serve(
+    reader: Reader, publish: Publish, raw_redis: redis.Redis, namespace: str
+) -> None:
+    items = [(f"i{n}", {"price": float(n), "category": str(n % 7)}) for n in range(300)]
+    publish({"user": TABLES["user"], "item": items})
+    cached = [f"i{n}" for n in range(0, 300, 3)]
+    # an array of 2 holding one value: joined with cached values, it would take in the next one
+    raw_redis.set(f"{namespace}:v1:item:i100", b"\x92\xca\x40\x20\x00\x00")
+
+    async def scenario() -> None:
+        async with reader(cache=BOTH_CACHED) as store:
+            first = await store.get_online_features("u1", cached[:90])
+            with pytest.raises(CorruptValue, match=f"'{namespace}:v1:item:i100' is not msgpack"):
+                await store.get_online_features("u1", [*cached[:90], "i100", "i5"])
+            assert store.item_cache is not None and len(store.item_cache) == 90  # nothing added
+            again = await store.get_online_features("u1", cached[:90])
+            assert again.item_values == first.item_values
+            assert again.items[:2] == [
+                {"price": 0.0, "category": "0"},
+                {"price": 3.0, "category": "3"},
+            ]
+
+    asyncio.run(scenario())
+
+
 def test_namespaces_do_not_see_each_other(publish: Publish, redis_url: str, namespace: str) -> None:
     publish(TABLES)
 
