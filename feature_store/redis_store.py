@@ -19,7 +19,10 @@ pooled connection is resent once, at once, inside that budget). A circuit breake
 degraded requests from each waiting `timeout` while Redis is down or hung: a refused connection
 opens it at once, timeouts only after `failure_threshold` in a row (one slow answer on a busy
 machine is not an outage), and while open the store refuses calls for `retry_after` seconds
-without touching the network.
+without touching the network. A timeout that fired late, by more than half of `timeout`, is not
+counted: the event loop itself was blocked (a model version loading, say), so it says nothing
+about Redis, and opening the breaker would degrade every request for `retry_after` after the
+process is responsive again.
 `ping` always tries (it is the readiness probe) and ends that cool-down. Connections that died
 with a Redis restart are replaced by the pool on their next use: the same store object resumes.
 """
@@ -222,9 +225,11 @@ class RedisOnlineStore:
             async with asyncio.timeout(self.timeout):
                 result = await operation(*args)
         except TimeoutError:
-            self._timeouts_in_a_row += 1
-            if self._timeouts_in_a_row >= self.failure_threshold:
-                self._down_until = now + self.retry_after
+            late = time.monotonic() - now - self.timeout
+            if late <= self.timeout / 2:  # on time: Redis did not answer (see the module doc)
+                self._timeouts_in_a_row += 1
+                if self._timeouts_in_a_row >= self.failure_threshold:
+                    self._down_until = now + self.retry_after
             raise StoreUnavailable(
                 f"{self.description}: no answer within {self.timeout * 1e3:.0f} ms"
             ) from None

@@ -181,3 +181,27 @@ def test_one_timeout_does_not_open_the_breaker_but_three_in_a_row_do(server: Emb
                 os.kill(server.pid, signal.SIGCONT)
 
     asyncio.run(scenario())
+
+
+def test_timeouts_while_the_event_loop_was_blocked_do_not_open_the_breaker(
+    server: EmbeddedRedis,
+) -> None:
+    async def scenario() -> None:
+        store = open_async_store(
+            url=server.url, namespace="t", timeout=0.05, retry_after=3600.0, cache=CacheConfig.off()
+        )
+
+        async def block_the_loop() -> None:
+            time.sleep(0.3)  # what a blocking stretch in the process does: nothing else runs
+
+        async with store:
+            await store.ping()
+            lookups = [store.get_online_features("u1", ["i1"]) for _ in range(6)]
+            outcomes = await asyncio.gather(*lookups, block_the_loop(), return_exceptions=True)
+            timed_out = [o for o in outcomes[:6] if isinstance(o, StoreUnavailable)]
+            assert len(timed_out) >= store.failure_threshold  # enough to open it if counted
+            assert all("no answer within" in str(o) for o in timed_out)
+            # Redis answered all along: the breaker stays closed and the next lookup reads it
+            assert (await store.get_online_features("u1", ["i1"])).items == [{"price": 2.5}]
+
+    asyncio.run(scenario())
