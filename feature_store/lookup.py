@@ -1,14 +1,14 @@
 """One request's read, without I/O: which keys to fetch, and how replies become `OnlineFeatures`.
 
 The store sends the keys of `Lookup.keys(version)` together with a read of the version pointer in
-one round trip, and hands the replies to `Lookup.finish` with the version's `Layout` (its column
-order). Values the in-process caches hold (msgpack bytes, `feature_store.cache`) are not fetched;
-`finish` puts the fetched values in their places among the cached ones and decodes them all with
-one `codec.decode_rows` call, user first, then items in request order, and then remembers the
-fetched values in the caches. A cached value decoded to its version's width when it was fetched,
+one round trip, and hands the replies to `Lookup.finish` with the version's `Layout` (its record
+formats). Values the in-process caches hold (the stored bytes, `feature_store.cache`) are not
+fetched; `finish` puts the fetched values in their places among the cached ones and decodes the
+items with one `Record.decode` call (one structured array, in request order), then remembers the
+fetched values in the caches. A cached value had its version's record size when it was fetched,
 so a corrupt value is always a fetched one, and `CorruptValue` names its key. Without an item
 cache (the default) the items are planned as a whole, with no per-item step: every one of them is
-fetched, in request order, and the replies are decoded as they came (a cached user in front).
+fetched, in request order, and the replies are decoded as they came.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from feature_store.cache import MISSING, EntityCache, Missing
-from feature_store.codec import Layout, decode_rows, entity_prefix
+from feature_store.codec import Layout, entity_prefix
 from feature_store.store import OnlineFeatures
 
 _CACHED = b"(cached)"
-"""The key `decode_rows` is given for a cached value: never shown, since cached values decode."""
+"""The key `Record.decode` is given for a cached value: never shown, since cached values decode."""
 
 
 class Lookup:
@@ -82,37 +82,34 @@ class Lookup:
         `version` None means nothing was ever materialized: every row is absent.
         """
         if version is None:
+            n = len(self.item_ids)
             return OnlineFeatures(
-                self.user_id, self.item_ids, layout, None, [None] * len(self.item_ids)
+                self.user_id, self.item_ids, layout, None, layout.item.empty(n), range(n)
             )
-        # Every value of the request, user first, and the key of each (_CACHED where cached).
         user_blob = blobs[0] if self._fetch_user else self._user
-        fetched_items: Sequence[bytes | None] = ()  # with an item cache: the fetched item values
-        all_blobs: Sequence[bytes | None]
-        all_keys: Sequence[bytes]
+        user_key = keys[0] if self._fetch_user else _CACHED
+        fetched_items = blobs[1:] if self._fetch_user else blobs
+        item_keys = keys[1:] if self._fetch_user else keys
         if self._item_cache is None:  # every item was fetched, in request order
-            if self._fetch_user:
-                all_blobs, all_keys = blobs, keys
-            else:
-                all_blobs, all_keys = [user_blob, *blobs], [_CACHED, *keys]
+            item_blobs, all_item_keys = fetched_items, item_keys
         else:
-            merged = [user_blob, *self._items]
-            merged_keys = [keys[0] if self._fetch_user else _CACHED]
-            merged_keys += [_CACHED] * len(self._items)
-            item_keys = keys[1:] if self._fetch_user else keys
-            fetched_items = blobs[1:] if self._fetch_user else blobs
+            merged = list(self._items)
+            merged_keys = [_CACHED] * len(merged)
             for position, key, blob in zip(
                 self._item_positions, item_keys, fetched_items, strict=True
             ):
-                merged[position + 1] = blob
-                merged_keys[position + 1] = key
-            all_blobs, all_keys = merged, merged_keys
-        widths = [len(layout.user)] + [len(layout.item)] * len(self.item_ids)
-        rows = decode_rows(all_blobs, all_keys, widths)
-        # Every value decoded to its width: the fetched ones may now be cached.
+                merged[position] = blob
+                merged_keys[position] = key
+            item_blobs, all_item_keys = merged, merged_keys
+        user_row = None if user_blob is None else layout.user.decode([user_blob], [user_key])
+        item_rows = layout.item.decode(item_blobs, all_item_keys)
+        absent = (
+            [i for i, blob in enumerate(item_blobs) if blob is None] if None in item_blobs else []
+        )
+        # Every value had its record's size: the fetched ones may now be cached.
         if self._fetch_user and self._user_cache is not None:
             self._user_cache.put(version, self.user_id, user_blob)
         if self._item_cache is not None:
             for item_id, blob in zip(self._fetch_items, fetched_items, strict=True):
                 self._item_cache.put(version, item_id, blob)
-        return OnlineFeatures(self.user_id, self.item_ids, layout, rows[0], rows[1:])
+        return OnlineFeatures(self.user_id, self.item_ids, layout, user_row, item_rows, absent)

@@ -3,7 +3,9 @@
 `load_entity_files` reads and checks the file of every stored entity (user, item) that the schema
 has features for: missing file or column, wrong column type, null or duplicate key all raise a
 `DataFileError` naming the file, column and key, before anything is written. `write_entity_files`
-then writes the rows in batches into a new version of the tables, records its metadata, flips the
+then sizes each entity's record (`codec.Record`: strings as wide as the longest value, sequences as
+long as the longest, cut to the schema's `max_length` since the model reads no more), writes the
+rows in batches into a new version of the tables, records its metadata, flips the
 live version to it, deletes the older versions (the one just replaced, and any version an
 interrupted materialization left behind) and persists the store. Until the flip, readers see the
 previous version, complete; a materialization that fails deletes what it wrote. Running it twice
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from feature_store.codec import Row, StoredEntity
+from feature_store.codec import Column, Record, Row, StoredEntity, Value
 from feature_store.errors import DataFileError, FeatureStoreError
 from feature_store.values import check_type, column_values, strings
 from feature_store.writer import StoreWriter
@@ -119,10 +121,10 @@ def _write(
     ttl_s: int | None,
 ) -> EntityReport:
     written = 0
-    columns = [feature.name for feature in file.features]
-    writer.write(version, file.entity, [], columns=columns)  # fixed even for an empty file
+    record = _record_of(file)
+    writer.write(version, file.entity, [], record=record)  # fixed even for an empty file
     for rows in _rows(file):
-        written += writer.write(version, file.entity, rows, columns=columns, ttl_s=ttl_s)
+        written += writer.write(version, file.entity, rows, record=record, ttl_s=ttl_s)
         if progress is not None:
             progress(file.entity, written, file.table.num_rows)
     return EntityReport(file.entity, written)
@@ -169,12 +171,11 @@ def _check_keys(column: pa.ChunkedArray, key: str, where: str) -> None:
 
 
 def _rows(file: EntityFile) -> Iterator[list[tuple[str, Row]]]:
-    """`(id, row)` pairs, READ_BATCH at a time; missing values are left out of each row."""
-    where = str(file.path)
-    for batch in file.table.to_batches(max_chunksize=READ_BATCH):
-        chunk = pa.Table.from_batches([batch])
+    """`(id, row)` pairs, READ_BATCH at a time; missing values are left out of each row, and
+    sequences keep their first `max_length` non-empty elements."""
+    for chunk in _chunks(file):
         ids = strings(chunk.column(file.key))
-        columns = [(f.name, column_values(f, chunk.column(f.name), where)) for f in file.features]
+        columns = [(f.name, _values(f, chunk, file)) for f in file.features]
         rows: list[tuple[str, Row]] = []
         for i, entity_id in enumerate(ids):
             row: Row = {name: v for name, values in columns if (v := values[i]) is not None}
@@ -182,11 +183,54 @@ def _rows(file: EntityFile) -> Iterator[list[tuple[str, Row]]]:
         yield rows
 
 
+def _record_of(file: EntityFile) -> Record:
+    """The record `file`'s rows are stored in: its features in schema order, each string column as
+    wide (in UTF-8 bytes) as its longest value, each sequence as long as its longest (after `_rows`
+    cut it to `max_length`); at least 1 byte and 1 element."""
+    widths = dict.fromkeys((f.name for f in file.features if f.type != "numeric"), 1)
+    lengths = dict.fromkeys((f.name for f in file.features if f.type == "sequence"), 1)
+    for chunk in _chunks(file):
+        for feature in file.features:
+            if feature.type == "categorical":
+                values = _values(feature, chunk, file)
+                sizes = [len(v.encode()) for v in values if isinstance(v, str)]
+                widths[feature.name] = max([widths[feature.name], *sizes])
+            elif feature.type == "sequence":
+                for seq in _values(feature, chunk, file):
+                    if isinstance(seq, list) and seq:
+                        lengths[feature.name] = max(lengths[feature.name], len(seq))
+                        sizes = [len(element.encode()) for element in seq]
+                        widths[feature.name] = max([widths[feature.name], *sizes])
+    return Record(
+        tuple(
+            Column(f.name, f.type, widths.get(f.name, 0), lengths.get(f.name, 0))
+            for f in file.features
+        )
+    )
+
+
+def _chunks(file: EntityFile) -> Iterator[pa.Table]:
+    for batch in file.table.to_batches(max_chunksize=READ_BATCH):
+        yield pa.Table.from_batches([batch])
+
+
+def _values(feature: Feature, chunk: pa.Table, file: EntityFile) -> Sequence[Value | None]:
+    """`feature`'s raw values in `chunk` (None where missing); sequences cut as `_rows` says."""
+    values = column_values(feature, chunk.column(feature.name), str(file.path))
+    if feature.type != "sequence":
+        return values
+    assert feature.max_length is not None
+    return [
+        [e for e in seq if e][: feature.max_length] if isinstance(seq, list) else seq
+        for seq in values
+    ]
+
+
 def _record(files: list[EntityFile], version: int, seconds: float) -> dict[str, Any]:
     """The metadata record: when, and which file, key and features each entity came from (the
-    writer adds the column order of the stored arrays, the same features in the same order)."""
+    writer adds the record layout of each entity, the same features in the same order)."""
     return {
-        "format": 3,
+        "format": 4,
         "version": version,
         "materialized_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),

@@ -4,9 +4,9 @@ A lookup is one round trip: a MULTI/EXEC transaction of `GET {namespace}:current
 the user's and the items' keys in the version this store last saw. When the pointer says a newer
 version went live, the store forgets its cached rows and reads again from that version (once per
 flip), so a reader never mixes two versions nor reads one that was deleted under it. The first
-read of a version also GETs its meta record in the same transaction, for the column order of its
-arrays (`Layout`), kept until the next flip. The rows are decoded with one msgpack unpack
-(`codec.decode_rows`) and the commands packed by hiredis (`connection`).
+read of a version also GETs its meta record in the same transaction, for the layout of its records
+(`Layout`), kept until the next flip. The records are read as one numpy structured array
+(`codec.Record.decode`) and the commands packed by hiredis (`connection`).
 
 A server-side Lua script doing the same in one atomic call (resolve the pointer, MGET, return the
 rows joined in one msgpack array) was measured and not adopted: Redis turning 501 values into Lua
@@ -63,7 +63,7 @@ class RedisOnlineStore:
     `description` names the store in messages (the URL without its password, or the directory).
     `embedded` is the server this store started or attached to, stopped (if unused) on `aclose`.
     `version` is the table version the last lookup read (None before, or if none is live), and
-    `layout` its column order (None until read with the first lookup of that version).
+    `layout` its records (None until read with the first lookup of that version).
     A lookup the caches answer entirely skips Redis, unless the pointer was last read more than
     `pointer_check_s` seconds ago: then it reads the pointer, so flips are seen within that time.
     """
@@ -171,7 +171,7 @@ class RedisOnlineStore:
             if keys or layout is None:
                 async with self._client.pipeline(transaction=True) as pipe:
                     pipe.get(self._pointer)
-                    if layout is None:  # a version not read before: its column order too
+                    if layout is None:  # a version not read before: its record layout too
                         pipe.get(meta)
                     if keys:
                         pipe.mget(keys)

@@ -2,44 +2,50 @@
 
 Serving calls `get_online_features(user_id, item_ids)` once per request. An implementation fetches
 the user and every candidate item in one round trip and returns `OnlineFeatures`, whose `columns`
-turns the stored rows into one list of raw values per model feature, defaults filled in. When the
-store cannot be reached in time it raises `StoreUnavailable`; serving then uses
-`OnlineFeatures.unavailable(...)`, which is all defaults and marked degraded. Rows are decoded
-afresh for each lookup (the cache keeps the stored bytes), but treat them as read-only.
+turns the stored records into one array per model feature, laid out as the model's signature takes
+it (defaults filled in). When the store cannot be reached in time it raises `StoreUnavailable`;
+serving then uses `OnlineFeatures.unavailable(...)`, which is all defaults and marked degraded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from feature_store.codec import Layout, Row, Value, Values
-from ranker.schema import Schema
+import numpy as np
+
+from feature_store.codec import Layout, Record, Row, Value
+from ranker.schema import Feature, Schema
 
 
 @dataclass(frozen=True)
 class OnlineFeatures:
     """The stored features of one user and a list of candidate items, as read in one round trip.
 
-    Rows are kept as stored: `user_values` and each of `item_values` list the values in the order
-    of `layout.user` / `layout.item` (None where missing). `user_values` is None when the store
-    has no row for the user; `item_values[i]` is None when it has none for `item_ids[i]`.
-    `degraded` is True when the store was unreachable and nothing was read. `user` and `items`
-    give the same rows by feature name, for inspection; serving reads `columns(schema)`.
+    Records are kept as stored (`codec.Record`): `user_row` is the user's record (a structured
+    array of one, in `layout.user`), None when the store has no row for the user; `item_rows` holds
+    one record per candidate in `layout.item`, in request order, all values missing for the items
+    at `absent_items` (the positions the store has no row for). `degraded` is True when the store
+    was unreachable and nothing was read. `user` and `items` give the same rows by feature name,
+    for inspection; serving reads `columns(schema)`. The arrays are read-only views of the bytes
+    Redis returned.
     """
 
     user_id: str
     item_ids: Sequence[str]
     layout: Layout
-    user_values: Values | None
-    item_values: Sequence[Values | None]
+    user_row: np.ndarray | None
+    item_rows: np.ndarray
+    absent_items: Sequence[int] = ()
     degraded: bool = False
 
     @classmethod
     def unavailable(cls, user_id: str, item_ids: Sequence[str]) -> OnlineFeatures:
         """What serving uses when the store is down: nothing found, every feature at its default."""
-        return cls(user_id, item_ids, Layout(), None, [None] * len(item_ids), degraded=True)
+        n = len(item_ids)
+        rows = Record().empty(n)
+        return cls(user_id, item_ids, Layout(), None, rows, range(n), degraded=True)
 
     @classmethod
     def from_rows(
@@ -49,93 +55,97 @@ class OnlineFeatures:
         user: Mapping[str, Value] | None,
         items: Sequence[Mapping[str, Value] | None],
     ) -> OnlineFeatures:
-        """The features of rows given by name (tests, tools); absent rows are None."""
-        layout = Layout(user=_names([user]), item=_names(items))
-        return cls(
-            user_id,
-            item_ids,
-            layout,
-            _values(user, layout.user),
-            [_values(row, layout.item) for row in items],
+        """The features of rows given by name (tests, tools), stored as the store would;
+        absent rows are None."""
+        layout = Layout(
+            user=Record.infer([] if user is None else [user]),
+            item=Record.infer(row for row in items if row is not None),
         )
+        user_row = (
+            None
+            if user is None
+            else np.frombuffer(layout.user.encode([user])[0], layout.user.dtype)
+        )
+        blobs = [None if row is None else layout.item.encode([row])[0] for row in items]
+        keys = [f"item:{item_id}".encode() for item_id in item_ids]
+        absent = [i for i, row in enumerate(items) if row is None]
+        return cls(user_id, item_ids, layout, user_row, layout.item.decode(blobs, keys), absent)
 
     @property
     def user(self) -> Row | None:
         """The user's stored features by name (missing ones left out), None without a row."""
-        return _by_name(self.user_values, self.layout.user)
+        return None if self.user_row is None else self.layout.user.values(self.user_row[0])
 
     @property
     def items(self) -> list[Row | None]:
         """Each candidate's stored features by name, like `user`, in request order."""
-        return [_by_name(values, self.layout.item) for values in self.item_values]
+        absent = set(self.absent_items)
+        return [
+            None if i in absent else self.layout.item.values(row)
+            for i, row in enumerate(self.item_rows)
+        ]
 
     @property
     def missing_user(self) -> bool:
-        return self.user_values is None
+        return self.user_row is None
 
     @property
     def missing_items(self) -> list[str]:
         """The ids of the candidate items the store has no row for, in request order."""
-        return [
-            item_id
-            for item_id, values in zip(self.item_ids, self.item_values, strict=True)
-            if values is None
-        ]
+        return [self.item_ids[i] for i in self.absent_items]
 
-    def columns(self, schema: Schema) -> dict[str, list[Value]]:
-        """One list of `len(item_ids)` raw values per user and item feature of `schema`.
+    def columns(self, schema: Schema) -> dict[str, np.ndarray]:
+        """One array of `len(item_ids)` rows per user and item feature of `schema`, as the
+        model's signature takes it: numeric float32 with missing values at the feature's default,
+        categorical bytes ("" if missing), sequences [rows, max_length] of bytes, the first
+        `max_length` non-empty elements padded with "" (the training pipeline's convention).
 
-        The entity keys come from the request (`user_id` repeated, then `item_ids`), never from the
-        store; a feature the store lacks gets `Feature.missing_value`. User values are repeated
-        once per item. Sequences are returned unpadded: padding to `max_length` is the batcher's.
-        Item columns are cut out of the stored arrays column-wise (`zip(*rows)`), not row by row.
+        The entity keys come from the request (`user_id`, then `item_ids`), never from the store.
+        A feature this version does not store, or stores with another type than the schema's,
+        gets its default. User values are broadcast (read-only views that repeat one row); item
+        columns are views of the stored records where the layout allows (categorical), else one
+        numpy operation each.
         """
         n = len(self.item_ids)
-        out: dict[str, list[Value]] = {}
-        user = self.user_values
-        user_at = {name: at for at, name in enumerate(self.layout.user)}
+        out: dict[str, np.ndarray] = {}
+        user_rows = self.user_row if self.user_row is not None else self.layout.user.empty(1)
         for feature in schema.entity_features("user"):
             if feature.name == schema.keys.user:
-                out[feature.name] = [self.user_id] * n
+                out[feature.name] = np.broadcast_to(np.array(self.user_id, dtype=object), (n,))
                 continue
-            at = user_at.get(feature.name)
-            value = None if user is None or at is None else user[at]
-            out[feature.name] = [feature.missing_value if value is None else value] * n
-        stored = self._item_columns()
+            one = _column(feature, self.layout.user, user_rows)
+            out[feature.name] = np.broadcast_to(one[0], (n, *one.shape[1:]))
         for feature in schema.entity_features("item"):
             if feature.name == schema.keys.item:
-                out[feature.name] = list(self.item_ids)
-                continue
-            default = feature.missing_value
-            values = stored.get(feature.name)
-            if values is None:  # not stored at all in this version
-                out[feature.name] = [default] * n
+                out[feature.name] = np.asarray(self.item_ids, dtype=object)
             else:
-                out[feature.name] = [default if v is None else v for v in values]
+                out[feature.name] = _column(feature, self.layout.item, self.item_rows)
         return out
 
-    def _item_columns(self) -> dict[str, Sequence[Value | None]]:
-        """The stored item values by feature: a tuple of `len(item_ids)` values (None: missing)."""
-        rows = self.item_values
-        if None in rows:  # absent items: a row of nils each
-            nils: Values = [None] * len(self.layout.item)
-            rows = [nils if values is None else values for values in rows]
-        return dict(zip(self.layout.item, zip(*rows, strict=True), strict=False))
 
-
-def _names(rows: Sequence[Mapping[str, Value] | None]) -> tuple[str, ...]:
-    """Every feature name `rows` use, in order of first use."""
-    return tuple(dict.fromkeys(name for row in rows if row is not None for name in row))
-
-
-def _values(row: Mapping[str, Value] | None, columns: Sequence[str]) -> Values | None:
-    return None if row is None else [row.get(name) for name in columns]
-
-
-def _by_name(values: Values | None, columns: Sequence[str]) -> Row | None:
-    if values is None:
-        return None
-    return {name: v for name, v in zip(columns, values, strict=True) if v is not None}
+def _column(feature: Feature, record: Record, rows: np.ndarray) -> np.ndarray:
+    """`feature`'s values in `rows` (records of `record`), laid out for the model (see `columns`)."""
+    n = len(rows)
+    stored = record.column(feature.name)
+    if stored is None or stored.type != feature.type:
+        if feature.type == "numeric":
+            return np.full(n, feature.missing_value, dtype=np.float32)
+        if feature.type == "categorical":
+            return np.zeros(n, dtype="S1")
+        assert feature.max_length is not None
+        return np.zeros((n, feature.max_length), dtype="S1")
+    values = rows[feature.name]
+    if feature.type == "numeric":
+        default = np.float32(cast(float, feature.missing_value))
+        return np.where(np.isnan(values), default, values)
+    if feature.type == "categorical":
+        return values
+    assert feature.max_length is not None
+    if stored.length >= feature.max_length:
+        return values[:, : feature.max_length]
+    padded = np.zeros((n, feature.max_length), dtype=values.dtype)
+    padded[:, : stored.length] = values
+    return padded
 
 
 class OnlineStore(Protocol):

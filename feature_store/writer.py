@@ -1,8 +1,8 @@
 """Writing versions of the online tables: what materialization does to Redis (blocking redis-py).
 
 A materialization `begin`s a new version, `write`s every row into it, records its metadata (with
-the column order the rows were written in, which readers decode them by), and `flip`s the pointer:
-a Lua compare-and-set that moves `{namespace}:current` only forward (recording the column order
+the record layout the rows were written in, which readers decode them by), and `flip`s the pointer:
+a Lua compare-and-set that moves `{namespace}:current` only forward (recording the record layout
 first if no metadata was written), so of two materializations racing, the later-numbered one wins
 and the other's rows are discarded, never served. After a flip every older version is deleted:
 the one readers left, and any version an interrupted materialization left half-written. Layout:
@@ -12,7 +12,7 @@ the one readers left, and any version an interrupted materialization left half-w
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,11 +22,11 @@ import redis
 from feature_store.codec import (
     DEFAULT_NAMESPACE,
     Layout,
+    Record,
     Row,
     StoredEntity,
     check_namespace,
     counter_key,
-    encode_row,
     entity_prefix,
     key_version,
     meta_key,
@@ -95,7 +95,7 @@ class StoreWriter:
         self._begin = client.register_script(_BEGIN)
         self._flip = client.register_script(_FLIP)
         self._pointer = pointer_key(namespace)
-        self._columns: dict[int, dict[StoredEntity, tuple[str, ...]]] = {}
+        self._records: dict[int, dict[StoredEntity, Record]] = {}
 
     def current_version(self) -> int | None:
         """The version readers are served, None if nothing was ever flipped to."""
@@ -111,35 +111,37 @@ class StoreWriter:
         entity: StoredEntity,
         rows: Iterable[tuple[str, Row]],
         *,
-        columns: Sequence[str] | None = None,
+        record: Record | None = None,
         ttl_s: int | None = None,
     ) -> int:
         """Store `(entity_id, row)` pairs in `version`, `WRITE_BATCH` keys per round trip.
 
-        Each row is stored as an array in `columns` order (`codec.encode_row`). The first write of
-        `entity` into `version` fixes its columns: `columns`, or by default the features its rows
-        use, in order of first use; `write_metadata` records them. Later writes of it must keep
-        them (ValueError otherwise, as for a row with a feature outside them).
+        Each row is stored as a fixed-size record (`codec.Record`). The first write of `entity`
+        into `version` fixes its record: `record`, or by default the smallest that holds the rows
+        given (`Record.infer`); `write_metadata` records it. Later writes of it must keep it
+        (ValueError otherwise, as for a row with a feature outside it, or a string too wide).
         With `ttl_s`, each row expires that many seconds after it was written (it then reads as
         absent), else rows live until their version is deleted. Returns how many were written.
         """
-        fixed = self._columns.setdefault(version, {})
+        fixed = self._records.setdefault(version, {})
         if entity not in fixed:
-            if columns is None:
+            if record is None:
                 rows = list(rows)
-                columns = list(dict.fromkeys(name for _, row in rows for name in row))
-            fixed[entity] = tuple(columns)
-        elif columns is not None and tuple(columns) != fixed[entity]:
+                record = Record.infer(row for _, row in rows)
+            fixed[entity] = record
+        elif record is not None and record != fixed[entity]:
             raise ValueError(
-                f"version {version} stores {entity} columns {list(fixed[entity])}, "
-                f"not {list(columns)}"
+                f"version {version} stores {entity} records {fixed[entity].to_record()}, "
+                f"not {record.to_record()}"
             )
-        order = fixed[entity]
+        record = fixed[entity]
         prefix = entity_prefix(self.namespace, version, entity)
         written = 0
         for batch in _batches(rows):
+            blobs = record.encode([row for _, row in batch])
             mapping = {
-                prefix + entity_id.encode(): encode_row(row, order) for entity_id, row in batch
+                prefix + entity_id.encode(): blob
+                for (entity_id, _), blob in zip(batch, blobs, strict=True)
             }
             if ttl_s is None:
                 self._call(self._client.mset, mapping)
@@ -152,19 +154,20 @@ class StoreWriter:
         return written
 
     def layout(self, version: int) -> Layout:
-        """The column order this writer stored each entity of `version` in (empty if none)."""
-        fixed = self._columns.get(version, {})
-        return Layout(user=fixed.get("user", ()), item=fixed.get("item", ()))
+        """The records this writer stored each entity of `version` in (empty if none)."""
+        fixed = self._records.get(version, {})
+        return Layout(user=fixed.get("user", Record()), item=fixed.get("item", Record()))
 
     def write_metadata(self, version: int, record: dict[str, Any]) -> None:
         """Store what `version` holds (a JSON object), read back by `RedisOnlineStore.metadata`,
-        with its `"columns"` (`layout(version)`) added: write it after the rows, before `flip`."""
+        with its `"columns"` (`layout(version)`, the record of each entity) added: write it after
+        the rows, before `flip`."""
         self._call(self._client.set, meta_key(self.namespace, version), self._meta(version, record))
 
     def flip(self, version: int) -> int | None:
         """Serve `version` from now on; return the version served before (None if none).
 
-        Readers decode rows by the column order in the version's metadata: if `write_metadata`
+        Readers decode rows by the record layout in the version's metadata: if `write_metadata`
         was not called, the flip stores `{"version", "columns"}` as this writer wrote them.
         Raises VersionConflict, after deleting `version`, if a newer version is already live.
         """

@@ -6,15 +6,15 @@ One `FeatureBatcher` per loaded model version, built from the schema in its meta
   accepted as `str(value)`; numeric -> finite float; sequence -> list of str) and raises
   `InvalidInput` naming the field; context features the request leaves out get their default.
 - `rank_batch(found, context)` lays the store's `OnlineFeatures` and the context out as one batch:
-  user and context values are converted once and broadcast over the candidates (read-only
-  views, no copy per row), item columns are converted with one numpy call each. Sequences keep
-  their first `max_length` elements, drop "" elements and are padded with "" (the training
-  pipeline's convention).
+  the user and item features are the store's `columns` (numpy views of the stored records, user
+  values broadcast), context values are converted once and broadcast over the candidates
+  (read-only views, no copy per row). Sequences keep their first `max_length` non-empty elements
+  and are padded with "" (the training pipeline's convention).
 - `instances_batch(instances)` does the same for TF Serving's row format (`:predict`), where every
   row carries its own raw features; absent features get their default.
 
-Strings stay numpy object arrays of `str` (TensorFlow encodes them as UTF-8); numerics are
-float32. Nothing here imports TensorFlow.
+Strings are numpy arrays of `str` (objects; TensorFlow encodes them as UTF-8) or, from the store,
+of UTF-8 `bytes`; numerics are float32. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -78,16 +78,10 @@ class FeatureBatcher:
     def rank_batch(self, found: OnlineFeatures, context: Mapping[str, Value]) -> Batch:
         """One row per candidate of `found`: user and context values repeated, item values as read."""
         n = len(found.item_ids)
-        columns = found.columns(self.schema)
-        batch: Batch = {}
-        for name, feature in self.features.items():
-            if feature.entity == "context":
-                batch[name] = broadcast(feature, context[name], n)
-            elif feature.entity == "user":  # the same value in every row: convert it once
-                batch[name] = broadcast(feature, _stored(feature, columns[name][0]), n)
-            else:
-                batch[name] = column(feature, columns[name])
-        return batch
+        batch: Batch = found.columns(self.schema)
+        for name, feature in self.context_features.items():
+            batch[name] = broadcast(feature, context[name], n)
+        return {name: batch[name] for name in self.features}
 
     def instances_batch(self, instances: Sequence[Mapping[str, Any]]) -> Batch:
         """TF Serving's `instances`: one row per dict of raw features; unknown names are 422."""
@@ -172,10 +166,7 @@ def check_column(feature: Feature, raw: list[Any], loc: Loc) -> list[Any]:
 def column(feature: Feature, values: Sequence[Any]) -> np.ndarray:
     """A column of typed raw values as the signature's array (sequences padded)."""
     if feature.type == "numeric":
-        try:
-            return np.asarray(values, dtype=np.float32)
-        except (TypeError, ValueError):  # a stored value of the wrong type: use the default
-            return np.asarray([_stored(feature, v) for v in values], dtype=np.float32)
+        return np.asarray(values, dtype=np.float32)
     if feature.type == "categorical":
         return np.asarray(values, dtype=object)
     assert feature.max_length is not None
@@ -204,15 +195,6 @@ def broadcast(feature: Feature, value: Value, rows: int) -> np.ndarray:
 def pad(sequence: Sequence[str], max_length: int) -> list[str]:
     """The first `max_length` non-empty elements (training's convention; padding is the caller's)."""
     return [element for element in sequence if element][:max_length]
-
-
-def _stored(feature: Feature, value: Any) -> Value:
-    """A value read from the store, or the default if it is not of the feature's type."""
-    try:
-        return check_value(feature, value, ("store", feature.name))
-    except InvalidInput:
-        log.warning("stored value of %r has the wrong type: %r", feature.name, value)
-        return feature.missing_value
 
 
 def _expected(what: str, feature: Feature, raw: Any) -> str:

@@ -1,16 +1,29 @@
-"""A lookup without I/O: keys to fetch in request order, cached values skipped, all decoded once."""
+"""A lookup without I/O: keys to fetch in request order, cached values skipped, items decoded once."""
 
 from __future__ import annotations
 
 import pytest
 
 from feature_store.cache import MISSING, EntityCache, EntityCacheConfig
-from feature_store.codec import Layout, encode_row
+from feature_store.codec import Column, Layout, Record, Row
 from feature_store.errors import CorruptValue
 from feature_store.lookup import Lookup
 
-LAYOUT = Layout(user=("age",), item=("price", "category"))
-USER = encode_row({"age": 1.0}, LAYOUT.user)
+LAYOUT = Layout(
+    user=Record((Column("age", "numeric"),)),
+    item=Record((Column("price", "numeric"), Column("category", "categorical", width=2))),
+)
+
+
+def user(row: Row) -> bytes:
+    return LAYOUT.user.encode([row])[0]
+
+
+def item(row: Row) -> bytes:
+    return LAYOUT.item.encode([row])[0]
+
+
+USER = user({"age": 1.0})
 
 
 def _cache(version: int = 3) -> EntityCache:
@@ -32,10 +45,10 @@ def test_keys_are_the_user_then_the_items_in_request_order() -> None:
 def test_replies_are_decoded_in_place_with_none_where_absent() -> None:
     lookup = Lookup("u1", ["i1", "i2"])
     keys = lookup.keys("ns", 3)
-    blobs = [encode_row({"age": 1.0}, LAYOUT.user), None, encode_row({"price": 2.0}, LAYOUT.item)]
+    blobs = [user({"age": 1.0}), None, item({"price": 2.0})]
     found = lookup.finish(3, LAYOUT, keys, blobs)
-    assert (found.user_values, found.item_values) == ([1.0], [None, [2.0, None]])
     assert found.user == {"age": 1.0}
+    assert found.item_rows["price"].tolist()[1] == 2.0
     assert found.items == [None, {"price": 2.0}]
     assert found.missing_items == ["i1"]
 
@@ -47,7 +60,7 @@ def test_cached_rows_are_not_fetched_and_fetched_rows_are_cached() -> None:
     lookup = Lookup("u1", ["i1", "i2"], user_cache=users, item_cache=items)
     keys = lookup.keys("ns", 3)
     assert keys == [b"ns:v3:item:i1"]
-    blob = encode_row({"price": 5.0}, LAYOUT.item)
+    blob = item({"price": 5.0})
     found = lookup.finish(3, LAYOUT, keys, [blob])
     assert (found.user, found.items) == ({"age": 1.0}, [{"price": 5.0}, None])
     assert items.get("i1") == blob  # the stored bytes, not the decoded row
@@ -58,9 +71,7 @@ def test_cached_rows_are_not_fetched_and_fetched_rows_are_cached() -> None:
 
 def test_cached_and_fetched_values_are_decoded_alike_in_request_order() -> None:
     users, items = _cache(), _cache()
-    blobs = {
-        f"i{n}": encode_row({"price": float(n), "category": f"c{n}"}, LAYOUT.item) for n in range(5)
-    }
+    blobs = {f"i{n}": item({"price": float(n), "category": f"c{n}"}) for n in range(5)}
     first = Lookup("u1", ["i0", "i1", "i2"], user_cache=users, item_cache=items)
     keys = first.keys("ns", 3)
     fetched = first.finish(3, LAYOUT, keys, [USER, blobs["i0"], None, blobs["i2"]])
@@ -70,43 +81,54 @@ def test_cached_and_fetched_values_are_decoded_alike_in_request_order() -> None:
     keys = mixed.keys("ns", 3)
     assert keys == [b"ns:v3:item:i3", b"ns:v3:item:i4"]
     found = mixed.finish(3, LAYOUT, keys, [blobs["i3"], blobs["i4"]])
-    assert found.user_values == fetched.user_values == [1.0]
-    assert found.item_values == [[2.0, "c2"], [3.0, "c3"], None, [0.0, "c0"], [4.0, "c4"]]
-    assert fetched.item_values == [[0.0, "c0"], None, [2.0, "c2"]]
+    assert found.user == fetched.user == {"age": 1.0}
+    assert found.items == [
+        {"price": 2.0, "category": "c2"},
+        {"price": 3.0, "category": "c3"},
+        None,
+        {"price": 0.0, "category": "c0"},
+        {"price": 4.0, "category": "c4"},
+    ]
+    assert found.missing_items == ["i1"]
+    assert fetched.items == [
+        {"price": 0.0, "category": "c0"},
+        None,
+        {"price": 2.0, "category": "c2"},
+    ]
     cached = Lookup("u1", ["i0", "i1", "i2", "i3"], user_cache=users, item_cache=items)
     assert cached.complete
-    assert cached.finish(3, LAYOUT, [], []).item_values == [
-        [0.0, "c0"],
+    assert cached.finish(3, LAYOUT, [], []).items == [
+        {"price": 0.0, "category": "c0"},
         None,
-        [2.0, "c2"],
-        [3.0, "c3"],
+        {"price": 2.0, "category": "c2"},
+        {"price": 3.0, "category": "c3"},
     ]
 
 
 @pytest.mark.parametrize(
     ("bad", "message"),
-    [(b"\xc1", "is not msgpack"), (encode_row({"age": 2.0}, LAYOUT.user), "is a list of 1")],
+    [(b"\xc1", "is 1 bytes"), (user({"age": 2.0}), "is 4 bytes, not a record")],
 )
 def test_a_corrupt_fetched_value_among_cached_ones_is_named_and_nothing_is_cached(
     bad: bytes, message: str
 ) -> None:
     users, items = _cache(), _cache()
     users.put(3, "u1", USER)
-    items.put(3, "i1", encode_row({"price": 1.0}, LAYOUT.item))
+    items.put(3, "i1", item({"price": 1.0}))
     items.put(3, "i3", None)
     lookup = Lookup("u1", ["i1", "i2", "i3", "i4"], user_cache=users, item_cache=items)
     keys = lookup.keys("ns", 3)
     with pytest.raises(CorruptValue, match=f"'ns:v3:item:i4' {message}"):
-        lookup.finish(3, LAYOUT, keys, [encode_row({}, LAYOUT.item), bad])
+        lookup.finish(3, LAYOUT, keys, [item({}), bad])
     assert items.get("i2") is MISSING and items.get("i4") is MISSING
 
 
 def test_a_corrupt_user_is_named_when_fetched_with_cached_items() -> None:
     users, items = _cache(), _cache()
-    items.put(3, "i1", encode_row({"price": 1.0}, LAYOUT.item))
+    items.put(3, "i1", item({"price": 1.0}))
     lookup = Lookup("u1", ["i1"], user_cache=users, item_cache=items)
     keys = lookup.keys("ns", 3)
-    with pytest.raises(CorruptValue, match="'ns:v3:user:u1' is not msgpack"):
+    with pytest.raises(CorruptValue, match="'ns:v3:user:u1' is 1 bytes, not a record"):
         lookup.finish(3, LAYOUT, keys, [b"\xc1"])
 
 
@@ -115,7 +137,7 @@ def test_a_corrupt_item_is_named_when_the_user_is_cached_and_items_are_not() -> 
     users.put(3, "u1", USER)
     lookup = Lookup("u1", ["i1", "i2"], user_cache=users)
     keys = lookup.keys("ns", 3)
-    with pytest.raises(CorruptValue, match="'ns:v3:item:i2' is a list of 1"):
+    with pytest.raises(CorruptValue, match="'ns:v3:item:i2' is 4 bytes, not a record"):
         lookup.finish(3, LAYOUT, keys, [None, USER])
 
 
@@ -125,7 +147,7 @@ def test_values_read_from_a_version_that_flipped_meanwhile_are_not_cached() -> N
     keys = lookup.keys("ns", 3)
     users.reset(4)  # another lookup saw version 4 go live
     items.reset(4)
-    found = lookup.finish(3, LAYOUT, keys, [USER, encode_row({"price": 1.0}, LAYOUT.item)])
+    found = lookup.finish(3, LAYOUT, keys, [USER, item({"price": 1.0})])
     assert found.items == [{"price": 1.0}]
     assert (users.get("u1"), items.get("i1"), len(users), len(items)) == (MISSING, MISSING, 0, 0)
 
@@ -135,9 +157,9 @@ def test_with_a_user_cache_only_every_item_is_fetched_and_the_user_once() -> Non
     lookup = Lookup("u1", ["i1", "i2"], user_cache=users)
     keys = lookup.keys("ns", 3)
     assert keys == [b"ns:v3:user:u1", b"ns:v3:item:i1", b"ns:v3:item:i2"]
-    blobs = [encode_row({"age": 1.0}, LAYOUT.user), None, encode_row({}, LAYOUT.item)]
+    blobs = [user({"age": 1.0}), None, item({})]
     found = lookup.finish(3, LAYOUT, keys, blobs)
-    assert (found.user_values, found.item_values) == ([1.0], [None, [None, None]])
+    assert (found.user, found.items) == ({"age": 1.0}, [None, {}])
     assert users.get("u1") == blobs[0]
     again = Lookup("u1", ["i2"], user_cache=users)
     assert again.keys("ns", 3) == [b"ns:v3:item:i2"]

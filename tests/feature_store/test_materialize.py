@@ -58,14 +58,36 @@ def test_rows_are_stored_in_the_raw_conventions(
     assert (done.version, done.previous, done.deleted_keys) == (1, None, 0)
     assert [(r.entity, r.rows) for r in done.entities] == [("user", 3), ("item", 2)]
     # integer ids become str(), nulls and NaN are left out, sequences become lists of strings
+    # (an empty one reads as missing: the model's missing value for a sequence is [])
     assert _users(reader, ["1", "2", "3"]) == [
         {"age": 30.0, "segment": "a", "recent": ["7", "8"]},
         {"segment": "b"},
-        {"age": 41.5, "recent": []},
+        {"age": 41.5},
     ]
     assert _items(reader, ["i1", "i2"]) == [
         {"price": pytest.approx(0.1, rel=1e-7), "category": "7"},
         {},
+    ]
+
+
+def test_records_are_sized_to_the_longest_values_and_sequences_cut_to_max_length(
+    writer: StoreWriter, reader: Reader, schema: Schema, make_data_dir: MakeDir, tmp_path: Path
+) -> None:
+    users = {
+        "user_id": ["1", "2"],
+        "age": [1.0, 2.0],
+        "segment": ["caf\u00e9", "b"],  # 5 bytes in UTF-8
+        "recent": [["1", "", "22", "333", "4444"], ["5"]],  # max_length 3: the first 3 non-empty
+    }
+    materialize(writer, make_data_dir(tmp_path / "data", users=users), schema)
+    assert writer.layout(1).user.to_record() == [
+        {"name": "age", "type": "numeric"},
+        {"name": "segment", "type": "categorical", "width": 5},
+        {"name": "recent", "type": "sequence", "width": 3, "length": 3},
+    ]
+    assert _users(reader, ["1", "2"]) == [
+        {"age": 1.0, "segment": "caf\u00e9", "recent": ["1", "22", "333"]},
+        {"age": 2.0, "segment": "b", "recent": ["5"]},
     ]
 
 
@@ -81,11 +103,18 @@ def test_the_metadata_record_says_what_was_loaded(
 
     record = asyncio.run(metadata())
     assert record is not None
-    assert (record["version"], record["format"]) == (1, 3)
-    # the order of the stored arrays: what readers decode rows with
+    assert (record["version"], record["format"]) == (1, 4)
+    # the stored records, sized to the longest values: what readers decode rows with
     assert record["columns"] == {
-        "user": ["age", "segment", "recent"],
-        "item": ["price", "category"],
+        "user": [
+            {"name": "age", "type": "numeric"},
+            {"name": "segment", "type": "categorical", "width": 1},
+            {"name": "recent", "type": "sequence", "width": 1, "length": 2},
+        ],
+        "item": [
+            {"name": "price", "type": "numeric"},
+            {"name": "category", "type": "categorical", "width": 1},
+        ],
     }
     assert record["entities"] == {
         "user": {
@@ -121,8 +150,8 @@ def test_rematerializing_replaces_the_table_and_deletes_the_old_version(
     assert (done.version, done.previous, done.deleted_keys) == (2, 1, 3 + 2 + 1)  # rows + meta
     assert _users(reader, ["1", "3", "4"]) == [
         None,  # no longer in the file
-        {"age": 1.0, "segment": "x", "recent": []},
-        {"age": 2.0, "segment": "y", "recent": []},
+        {"age": 1.0, "segment": "x"},
+        {"age": 2.0, "segment": "y"},
     ]
     assert _versions(raw_redis, namespace) == {b"v2"}
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 from collections.abc import Callable
 
-import msgpack
 import pytest
 import redis
 
@@ -68,9 +67,18 @@ def test_the_keys_on_the_server_are_exactly_the_documented_layout(
     assert raw_redis.get(ns + b":current") == b"2"
     assert raw_redis.type(ns + b":v2:user:u1") == b"string"
     meta = json.loads(raw_redis.get(ns + b":v2:meta") or b"null")
-    assert meta["columns"] == {"user": ["age", "recent"], "item": ["price", "category"]}
-    assert raw_redis.get(ns + b":v2:item:i1") == b"\x92\xca\x40\x20\x00\x00\xa17"  # [2.5, "7"]
-    assert raw_redis.get(ns + b":v2:item:i2") == b"\x92\xc0\xc0"  # [nil, nil]
+    assert meta["columns"] == {
+        "user": [
+            {"name": "age", "type": "numeric"},
+            {"name": "recent", "type": "sequence", "width": 1, "length": 2},
+        ],
+        "item": [
+            {"name": "price", "type": "numeric"},
+            {"name": "category", "type": "categorical", "width": 1},
+        ],
+    }
+    assert raw_redis.get(ns + b":v2:item:i1") == b"\x00\x00\x20\x40" + b"7"  # 2.5, "7"
+    assert raw_redis.get(ns + b":v2:item:i2") == b"\x00\x00\xc0\x7f" + b"\0"  # NaN, ""
 
 
 def test_a_lookup_is_one_transaction_of_the_pointer_and_one_mget(
@@ -130,7 +138,7 @@ def test_the_first_lookup_of_a_version_reads_its_columns_in_the_same_transaction
     assert next_one == {"cmdstat_multi": 1, "cmdstat_get": 1, "cmdstat_mget": 1, "cmdstat_exec": 1}
 
 
-def test_a_live_version_without_a_column_order_raises_naming_its_meta_key(
+def test_a_live_version_without_a_record_layout_raises_naming_its_meta_key(
     reader: Reader, publish: Publish, raw_redis: redis.Redis, namespace: str
 ) -> None:
     publish(TABLES)
@@ -140,7 +148,7 @@ def test_a_live_version_without_a_column_order_raises_naming_its_meta_key(
         async with reader() as store:
             await store.get_online_features("u1", ["i1"])
 
-    with pytest.raises(CorruptValue, match=f"'{namespace}:v1:meta' has no column order"):
+    with pytest.raises(CorruptValue, match=f"'{namespace}:v1:meta' has no record layout"):
         asyncio.run(scenario())
 
 
@@ -190,7 +198,9 @@ def test_cached_users_are_served_without_fetching_them(
         async with reader(cache=config) as store:
             await store.get_online_features("u1", ["i1", "i2"])
             # changed behind the store's back, in place: a cached row is served as it was
-            raw_redis.set(f"{namespace}:v1:user:u1", msgpack.packb([99.0, None]))
+            assert store.layout is not None
+            changed = store.layout.user.encode([{"age": 99.0}])[0]
+            raw_redis.set(f"{namespace}:v1:user:u1", changed)
             found = await store.get_online_features("u1", ["i1"])
             assert found.user == {"age": 30.0, "recent": ["7", "8"]}
             stats = store.cache_stats()
@@ -208,7 +218,9 @@ def test_without_a_cache_every_lookup_reads_redis(
     async def scenario() -> None:
         async with reader(cache=CacheConfig.off()) as store:
             await store.get_online_features("u1", [])
-            raw_redis.set(f"{namespace}:v1:user:u1", msgpack.packb([99.0, None]))
+            assert store.layout is not None
+            changed = store.layout.user.encode([{"age": 99.0}])[0]
+            raw_redis.set(f"{namespace}:v1:user:u1", changed)
             assert (await store.get_online_features("u1", [])).user == {"age": 99.0}
             assert store.cache_stats() == {}
 
@@ -247,7 +259,7 @@ def test_a_foreign_value_under_the_namespace_raises_naming_its_key(
     reader: Reader, publish: Publish, raw_redis: redis.Redis, namespace: str
 ) -> None:
     publish(TABLES)
-    raw_redis.set(f"{namespace}:v1:item:bad", b"not msgpack \xc1")
+    raw_redis.set(f"{namespace}:v1:item:bad", b"not a record \xc1")
 
     async def scenario() -> None:
         async with reader() as store:
@@ -275,9 +287,9 @@ def test_a_bad_value_among_hundreds_is_named_and_absent_items_stay_none(
         {"price": 4.0, "category": "4"},
     ]
     assert found[-2:] == [None, {"price": 7.0, "category": "0"}]
-    # an array of 2 holding one value: joined with the others, it would take in the next row
-    raw_redis.set(f"{namespace}:v1:item:i200", b"\x92\xca\x40\x20\x00\x00")
-    with pytest.raises(CorruptValue, match=f"'{namespace}:v1:item:i200' is not msgpack"):
+    # one byte too many: joined with the others, it would shift every record after it
+    raw_redis.set(f"{namespace}:v1:item:i200", b"\x00\x00\x20\x40" + b"12")
+    with pytest.raises(CorruptValue, match=f"'{namespace}:v1:item:i200' is 6 bytes, not a rec"):
         asyncio.run(lookup())
 
 
@@ -287,17 +299,17 @@ def test_a_bad_value_fetched_among_cached_ones_is_named_and_the_cached_ones_stil
     items = [(f"i{n}", {"price": float(n), "category": str(n % 7)}) for n in range(300)]
     publish({"user": TABLES["user"], "item": items})
     cached = [f"i{n}" for n in range(0, 300, 3)]
-    # an array of 2 holding one value: joined with cached values, it would take in the next one
-    raw_redis.set(f"{namespace}:v1:item:i100", b"\x92\xca\x40\x20\x00\x00")
+    # one byte too many: joined with cached values, it would shift every record after it
+    raw_redis.set(f"{namespace}:v1:item:i100", b"\x00\x00\x20\x40" + b"12")
 
     async def scenario() -> None:
         async with reader(cache=BOTH_CACHED) as store:
             first = await store.get_online_features("u1", cached[:90])
-            with pytest.raises(CorruptValue, match=f"'{namespace}:v1:item:i100' is not msgpack"):
+            with pytest.raises(CorruptValue, match=f"'{namespace}:v1:item:i100' is 6 bytes"):
                 await store.get_online_features("u1", [*cached[:90], "i100", "i5"])
             assert store.item_cache is not None and len(store.item_cache) == 90  # nothing added
             again = await store.get_online_features("u1", cached[:90])
-            assert again.item_values == first.item_values
+            assert again.items == first.items
             assert again.items[:2] == [
                 {"price": 0.0, "category": "0"},
                 {"price": 3.0, "category": "3"},

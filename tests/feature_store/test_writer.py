@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-import msgpack
 import pytest
 import redis
 
+from feature_store.codec import Column, Record
 from feature_store.writer import StoreWriter, VersionConflict
 
 
@@ -71,7 +71,7 @@ def test_rows_written_with_a_ttl_expire(
     assert raw_redis.ttl(f"{namespace}:v1:item:i2") == -1  # no expiry
 
 
-def test_a_version_flipped_to_without_metadata_gets_its_column_order_recorded(
+def test_a_version_flipped_to_without_metadata_gets_its_record_layout_recorded(
     writer: StoreWriter, raw_redis: redis.Redis, namespace: str
 ) -> None:
     version = writer.begin()
@@ -80,7 +80,7 @@ def test_a_version_flipped_to_without_metadata_gets_its_column_order_recorded(
     writer.flip(version)
     assert json.loads(raw_redis.get(f"{namespace}:v1:meta")) == {
         "version": 1,
-        "columns": {"user": [], "item": ["price"]},
+        "columns": {"user": [], "item": [{"name": "price", "type": "numeric"}]},
     }
     writer.write_metadata(2, {"rows": 0})
     writer.flip(2)  # a record that exists is left as it is
@@ -90,23 +90,41 @@ def test_a_version_flipped_to_without_metadata_gets_its_column_order_recorded(
     }
 
 
-def test_rows_are_arrays_in_the_column_order_the_metadata_records(
+def test_rows_are_records_in_the_layout_the_metadata_records(
     writer: StoreWriter, raw_redis: redis.Redis, namespace: str
 ) -> None:
-    columns = ["price", "category", "tags"]
-    writer.write(1, "item", [("i1", {"tags": ["a"], "price": 1.5})], columns=columns)
-    writer.write(1, "item", [("i2", {"category": "7"})])  # the columns stay as first written
-    writer.write(1, "user", [("u1", {"age": 3.0}), ("u2", {"segment": "b", "age": 4.0})])
-    writer.write_metadata(1, {"format": 3})
+    items = Record(
+        (
+            Column("price", "numeric"),
+            Column("category", "categorical", width=2),
+            Column("tags", "sequence", width=1, length=2),
+        )
+    )
+    writer.write(1, "item", [("i1", {"tags": ["a"], "price": 1.5})], record=items)
+    writer.write(1, "item", [("i2", {"category": "7"})])  # the record stays as first written
+    writer.write(1, "user", [("u1", {"age": 3.0}), ("u2", {"segment": "bc", "age": 4.0})])
+    writer.write_metadata(1, {"format": 4})
     record = json.loads(raw_redis.get(f"{namespace}:v1:meta"))
     assert record == {
-        "format": 3,
-        "columns": {"user": ["age", "segment"], "item": ["price", "category", "tags"]},
+        "format": 4,
+        "columns": {
+            "user": [
+                {"name": "age", "type": "numeric"},
+                {"name": "segment", "type": "categorical", "width": 2},  # inferred from the rows
+            ],
+            "item": [
+                {"name": "price", "type": "numeric"},
+                {"name": "category", "type": "categorical", "width": 2},
+                {"name": "tags", "type": "sequence", "width": 1, "length": 2},
+            ],
+        },
     }
-    assert msgpack.unpackb(raw_redis.get(f"{namespace}:v1:item:i1")) == [1.5, None, ["a"]]
-    assert msgpack.unpackb(raw_redis.get(f"{namespace}:v1:item:i2")) == [None, "7", None]
-    assert msgpack.unpackb(raw_redis.get(f"{namespace}:v1:user:u1")) == [3.0, None]
-    with pytest.raises(ValueError, match=r"version 1 stores item columns \['price', 'category', "):
-        writer.write(1, "item", [("i3", {})], columns=["category", "price", "tags"])
+    nan = b"\x00\x00\xc0\x7f"
+    assert raw_redis.get(f"{namespace}:v1:item:i1") == b"\x00\x00\xc0\x3f" + b"\0\0" + b"a\0"
+    assert raw_redis.get(f"{namespace}:v1:item:i2") == nan + b"7\0" + b"\0\0"
+    assert raw_redis.get(f"{namespace}:v1:user:u1") == b"\x00\x00\x40\x40" + b"\0\0"
+    other = Record((Column("price", "numeric"),))
+    with pytest.raises(ValueError, match=r"version 1 stores item records \[\{'name': 'price'"):
+        writer.write(1, "item", [("i3", {})], record=other)
     with pytest.raises(ValueError, match=r"features \['size'\] are not among the columns"):
         writer.write(1, "item", [("i3", {"size": 1.0})])

@@ -46,7 +46,7 @@ def test_rank_batch_broadcasts_user_and_context_and_fills_defaults(batcher: Feat
     assert batch["user_id"].tolist() == ["u1"] * 3
     assert batch["age"].dtype == np.float32 and batch["age"].tolist() == [31.0] * 3
     assert batch["recent"].shape == (3, 3)
-    assert batch["recent"].tolist() == [["x", "y", "z"]] * 3  # "" dropped, first 3 kept
+    assert batch["recent"].tolist() == [[b"x", b"y", b"z"]] * 3  # "" dropped, first 3 kept
     assert batch["item_id"].tolist() == ["a", "b", "c"]
     assert batch["price"].tolist() == [2.5, 0.0, 0.0]
     assert batch["device"].tolist() == ["web"] * 3
@@ -59,7 +59,7 @@ def test_unknown_user_gets_every_user_default(batcher: FeatureBatcher) -> None:
     found = OnlineFeatures.unavailable("u9", ["a"])
     batch = batcher.rank_batch(found, batcher.context(None)[0])
     assert batch["age"].tolist() == [-1.0]
-    assert batch["recent"].tolist() == [["", "", ""]]
+    assert batch["recent"].tolist() == [[b"", b"", b""]]  # store values: UTF-8 bytes
     assert batch["user_id"].tolist() == ["u9"]
 
 
