@@ -184,7 +184,11 @@ class Record:
         return self.empty(1).tobytes()
 
     def column(self, name: str) -> Column | None:
-        return next((column for column in self.columns if column.name == name), None)
+        return self._by_name.get(name)
+
+    @cached_property
+    def _by_name(self) -> dict[str, Column]:
+        return {column.name: column for column in self.columns}
 
     def empty(self, rows: int) -> np.ndarray:
         """`rows` records with every value missing."""
