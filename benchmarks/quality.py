@@ -3,6 +3,7 @@ probabilities (`p_click`, `p_click * p_conversion`) on the same test rows.
 
     python benchmarks/quality.py                       # synth --rows 400000 --seed 0, all architectures
     python benchmarks/quality.py --data DIR --architectures mmoe,ple --config benchmarks/configs/quality.yaml
+    python benchmarks/quality.py --data DIR --schema variant.yaml --train-seed 1   # same rows, another schema
 
 Target (issue 3): MMoE, PLE, ESMM and shared-bottom at >= 0.97 of the oracle AUC for CTR and CTCVR.
 CTCVR has few positives in a 40k-row test split (about 150 at 400k rows), so its AUC carries a
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ranker import registry
+from ranker.schema import Schema
 from training.cli import main as mtrank
 from training.config import TrainConfig
 from training.data import read_columns
@@ -42,6 +45,17 @@ def oracle(test_file: Path) -> dict[str, float]:
     }
 
 
+def with_schema(data: Path, schema: Path) -> Path:
+    """A directory that links every file of `data` but reads `schema` as its schema.yaml."""
+    Schema.load(schema)  # a bad variant fails here, before any data is linked
+    view = Path(tempfile.mkdtemp(prefix="mtrank-quality-data-"))
+    for path in data.iterdir():
+        if path.name != "schema.yaml":
+            (view / path.name).symlink_to(path.resolve())
+    shutil.copyfile(schema, view / "schema.yaml")
+    return view
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -51,6 +65,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--architectures", default=",".join(registry.names()))
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--schema", type=Path, help="train with this schema.yaml instead of DATA's")
+    parser.add_argument("--train-seed", type=int, help="overrides the config's training seed")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"))
     args = parser.parse_args()
 
@@ -58,13 +74,18 @@ def main() -> None:
     if data is None:
         data = Path(tempfile.mkdtemp(prefix="mtrank-quality-"))
         mtrank(["synth", "--out", str(data), "--rows", str(args.rows), "--seed", str(args.seed)])
+    if args.schema is not None:
+        data = with_schema(data, args.schema)
     config = TrainConfig.load(args.config)
+    if args.train_seed is not None:
+        config = config.model_copy(update={"seed": args.train_seed})
     truth = oracle(data / "test.parquet")
     models = Path(tempfile.mkdtemp(prefix="mtrank-quality-models-"))
     labels = read_columns(data / "test.parquet", ["click", "conversion"])
     results: dict[str, Any] = {
         "oracle": truth,
         "config": config.model_dump(mode="json"),
+        "schema": str(args.schema or data / "schema.yaml"),
         "models": {},
     }
     header = f"{'architecture':<14} {'CTR AUC':>8} {'/oracle':>8} {'CTCVR AUC':>10} {'/oracle':>8} {'CTCVR 95% CI':>15} {'CVR AUC':>8} {'epochs':>6} {'seconds':>8}"
@@ -87,6 +108,7 @@ def main() -> None:
             "cvr_auc": test["cvr"]["auc"],
             "epochs_run": len(result.history.get("loss", [])),
             "seconds": time.perf_counter() - started,
+            "history": result.history,
             "test": test,
         }
         results["models"][name] = row

@@ -18,12 +18,17 @@ Raw values at the model boundary: categorical values are strings (integers are c
 `str()`), numeric values are float32, sequences are lists of strings padded with "" to
 `max_length`. A missing or NaN numeric value is replaced by the feature's `default` (0.0 unless
 set) before its transform; a missing categorical value is "" (out of vocabulary).
+
+A sequence is pooled into one vector by `pooling: mean` (the default) or `pooling: attention`
+(target attention: each element is weighted by its relevance to the candidate item, whose embedding
+is the query). The query is the item categorical named by `query`, by default the one whose table
+the sequence shares (`shared_embedding`); its embedding_dim must equal the sequence's.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -43,6 +48,7 @@ from ranker.errors import MtrankError, SchemaError
 FeatureType = Literal["categorical", "numeric", "sequence"]
 Entity = Literal["user", "item", "context"]
 Transform = Literal["none", "log1p", "sqrt"]
+Pooling = Literal["mean", "attention"]
 TaskType = Literal["binary", "regression"]
 
 M = TypeVar("M", bound=BaseModel)
@@ -90,6 +96,9 @@ class Feature(_Strict):
     # sequence: pad/truncate length, and optionally the categorical feature whose table it shares
     max_length: Positive | None = None
     shared_embedding: str | None = None
+    # sequence: how its elements become one vector; attention is queried by an item categorical
+    pooling: Pooling = "mean"
+    query: str | None = None
     # numeric: transform before normalization (statistics adapted from training data)
     transform: Transform = "none"
     normalize: bool = True
@@ -120,6 +129,8 @@ class Feature(_Strict):
                 "embedding_dim",
                 "max_length",
                 "shared_embedding",
+                "pooling",
+                "query",
             },
             "numeric": {"transform", "normalize", "default"},
         }[self.type]
@@ -142,6 +153,8 @@ class Feature(_Strict):
                     "a sequence feature needs exactly one of 'vocabulary', 'num_buckets' "
                     "or 'shared_embedding'"
                 )
+            if self.query is not None and self.pooling != "attention":
+                raise ValueError("key 'query' needs 'pooling: attention'")
         return self
 
     @property
@@ -221,6 +234,14 @@ class Schema(_Strict):
                     f"features[{i}].shared_embedding: {feature.shared_embedding!r} is not a "
                     f"categorical feature of this schema (feature {feature.name!r})"
                 )
+        for i, feature in enumerate(self.features):
+            if feature.pooling != "attention":
+                continue
+            try:
+                attention_query(feature, self.features)
+            except ValueError as err:
+                key = "query" if feature.query is not None else "pooling"
+                raise ValueError(f"features[{i}].{key}: {err}") from None
         labels = {t.label: t for t in self.tasks}
         for i, task in enumerate(self.tasks):
             if task.label in by_name:
@@ -295,6 +316,47 @@ class Schema(_Strict):
     @property
     def label_columns(self) -> list[str]:
         return [t.label for t in self.tasks]
+
+
+def table_owner(feature: Feature, features: Sequence[Feature]) -> Feature:
+    """The feature whose embedding table `feature` looks up in: itself, or the one it shares."""
+    if feature.shared_embedding is None:
+        return feature
+    for other in features:
+        if other.name == feature.shared_embedding and other.type == "categorical":
+            return other
+    raise ValueError(
+        f"feature {feature.name!r} shares the table of {feature.shared_embedding!r}, "
+        "which is not a categorical feature here"
+    )
+
+
+def attention_query(feature: Feature, features: Sequence[Feature]) -> Feature:
+    """The item categorical whose embedding queries the attention pooling of sequence `feature`.
+
+    `feature.query` if set, else the feature whose table it shares; a ValueError names the feature
+    when there is none, or when it is not an item categorical of the sequence's embedding_dim.
+    """
+    name = feature.query if feature.query is not None else feature.shared_embedding
+    if name is None:
+        raise ValueError(
+            f"sequence {feature.name!r} has 'pooling: attention' but no query: set 'query' to an "
+            "item categorical feature (or share that feature's table with 'shared_embedding')"
+        )
+    by_name = {f.name: f for f in features}
+    query = by_name.get(name)
+    if query is None or query.type != "categorical" or query.entity != "item":
+        raise ValueError(
+            f"{name!r} is not an item categorical feature, so it cannot query the attention "
+            f"pooling of sequence {feature.name!r}"
+        )
+    dim = table_owner(feature, features).embedding_dim
+    if query.embedding_dim != dim:
+        raise ValueError(
+            f"query {name!r} has embedding_dim {query.embedding_dim} but sequence "
+            f"{feature.name!r} embeds into {dim}; attention needs them equal"
+        )
+    return query
 
 
 def _unique(what: str, names: list[str]) -> None:

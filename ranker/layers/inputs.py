@@ -6,9 +6,12 @@
   then normalization by a mean and variance adapted from training data and saved with the model;
 - sequence: a [B, L] string tensor padded with "", truncated to `max_length`, looked up like a
   categorical (optionally in the table of the categorical it shares, e.g. recent_items -> item_id),
-  and mean-pooled over the non-padding positions.
+  and pooled over the non-padding positions: `pooling: mean` averages them; `pooling: attention`
+  weights each by its relevance to the candidate item's embedding (DIN's target attention, see
+  `ranker.layers.attention`), so the pooled vector depends on the item being scored.
 
-The output is the concatenation, in schema order, of embeddings and normalized numerics.
+The output is the concatenation, in schema order, of embeddings and normalized numerics; a sequence
+contributes its table's embedding_dim under either pooling.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import numpy as np
 
 from ranker.errors import FeatureError
 from ranker.keras_compat import keras, tf
-from ranker.schema import Feature
+from ranker.layers.attention import TargetAttention
+from ranker.schema import Feature, attention_query, table_owner
 
 
 @keras.utils.register_keras_serializable(package="mtrank")
@@ -53,7 +57,6 @@ class FeatureInputs(keras.layers.Layer):
         self.embedding_l2 = float(embedding_l2)
         self.vocabulary_embedding_l2 = float(vocabulary_embedding_l2)
         self.features = parsed
-        by_name = {f.name: f for f in parsed}
         self.lookups: dict[str, keras.layers.Layer] = {}
         self.embeddings: dict[str, keras.layers.Embedding] = {}
         for feature in parsed:
@@ -73,14 +76,12 @@ class FeatureInputs(keras.layers.Layer):
                 embeddings_regularizer=keras.regularizers.l2(l2) if l2 else None,
                 name=f"{feature.name}_embedding",
             )
-        for feature in parsed:
-            if feature.shared_embedding is not None:
-                target = by_name.get(feature.shared_embedding)
-                if target is None or target.type != "categorical":
-                    raise ValueError(
-                        f"feature {feature.name!r} shares the table of {feature.shared_embedding!r}, "
-                        "which is not a categorical feature of this layer"
-                    )
+        self.owners = {f.name: table_owner(f, parsed) for f in parsed if f.is_embedded}
+        # sequence name -> the item categorical whose embedding queries its attention pooling
+        self.queries = {
+            f.name: attention_query(f, parsed) for f in parsed if f.pooling == "attention"
+        }
+        self.attention = {name: TargetAttention(name=f"{name}_attention") for name in self.queries}
         self.numeric = [f for f in parsed if f.type == "numeric"]
 
     # ---- weights -------------------------------------------------------------------------------
@@ -136,10 +137,8 @@ class FeatureInputs(keras.layers.Layer):
         for feature in self.features:
             if feature.type == "numeric":
                 dims += 1
-            elif feature.shared_embedding is not None:
-                dims += self._table_owner(feature).embedding_dim
             else:
-                dims += feature.embedding_dim
+                dims += self.owners[feature.name].embedding_dim
         return dims
 
     def call(self, features: Mapping[str, Any]) -> tf.Tensor:
@@ -159,10 +158,9 @@ class FeatureInputs(keras.layers.Layer):
                     )
                 parts.append(tf.expand_dims(value, -1))
             elif feature.type == "categorical":
-                ids = self._ids(feature, _strings(feature, features[feature.name], rank=1))
-                parts.append(self.embeddings[feature.name](ids))
+                parts.append(self._embedded(feature, features))
             else:
-                parts.append(self._pooled_sequence(feature, features[feature.name]))
+                parts.append(self._pooled_sequence(feature, features))
         return tf.concat([tf.cast(p, self.compute_dtype) for p in parts], axis=-1)
 
     def _numeric(self, feature: Feature, features: Mapping[str, Any]) -> tf.Tensor:
@@ -180,24 +178,26 @@ class FeatureInputs(keras.layers.Layer):
             value = tf.sqrt(tf.maximum(value, 0.0))
         return value
 
-    def _table_owner(self, feature: Feature) -> Feature:
-        if feature.shared_embedding is None:
-            return feature
-        return next(f for f in self.features if f.name == feature.shared_embedding)
+    def _embedded(self, feature: Feature, features: Mapping[str, Any]) -> tf.Tensor:
+        ids = self._ids(feature, _strings(feature, features[feature.name], rank=1))
+        return self.embeddings[feature.name](ids)
 
     def _ids(self, feature: Feature, strings: tf.Tensor) -> tf.Tensor:
-        owner = self._table_owner(feature)
+        owner = self.owners[feature.name]
         if owner.name in self.lookups:
             return self.lookups[owner.name](strings)
         assert owner.num_buckets is not None
         hashed = tf.strings.to_hash_bucket_fast(strings, max(owner.num_buckets - 1, 1)) + 1
         return tf.where(strings == "", tf.zeros_like(hashed), hashed)
 
-    def _pooled_sequence(self, feature: Feature, raw: Any) -> tf.Tensor:
+    def _pooled_sequence(self, feature: Feature, features: Mapping[str, Any]) -> tf.Tensor:
         assert feature.max_length is not None
-        strings = _strings(feature, raw, rank=2)[:, : feature.max_length]
-        table = self.embeddings[self._table_owner(feature).name]
+        strings = _strings(feature, features[feature.name], rank=2)[:, : feature.max_length]
+        table = self.embeddings[self.owners[feature.name].name]
         vectors = table(self._ids(feature, strings))  # [B, L, D]
+        if feature.name in self.attention:
+            query = self._embedded(self.queries[feature.name], features)  # [B, D]
+            return self.attention[feature.name](vectors, query, strings != "")
         mask = tf.cast(strings != "", vectors.dtype)[..., tf.newaxis]
         count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
         return tf.reduce_sum(vectors * mask, axis=1) / count

@@ -7,8 +7,10 @@ import pytest
 
 from ranker.errors import FeatureError
 from ranker.keras_compat import keras, tf
+from ranker.layers.attention import TargetAttention
 from ranker.layers.inputs import FeatureInputs
 from ranker.schema import Feature, Schema
+from tests.ranker.conftest import click_log_schema
 
 
 def _feature(**kwargs: object) -> Feature:
@@ -123,3 +125,130 @@ def test_config_round_trip(schema: Schema) -> None:
     layer = FeatureInputs(schema.features, name="inputs")
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
     assert clone.features == layer.features and clone.name == "inputs"
+
+
+# ---- attention pooling (ranker/layers/attention.py) ---------------------------------------------
+
+# [e, q, e*q, e-q] of a 2-d embedding: the e*q block (rows 4, 5) scores e . q
+_DOT_KERNEL = np.array([[0.0]] * 4 + [[20.0]] * 2 + [[0.0]] * 2, dtype=np.float32)
+_SEQUENCE = tf.constant([[[1.0, 0.0], [0.0, 1.0], [7.0, 7.0]]])  # the third position is padding
+_VALID = tf.constant([[True, True, False]])
+_QUERY = tf.constant([[0.0, 1.0]])  # matches the second element
+
+
+def _dot_attention(weighting: str) -> TargetAttention:
+    layer = TargetAttention(units=[], weighting=weighting)
+    layer(_SEQUENCE, _QUERY, _VALID)
+    layer.score.set_weights([_DOT_KERNEL, np.array([-10.0], dtype=np.float32)])
+    return layer
+
+
+@pytest.mark.parametrize(
+    ("weighting", "expected"),
+    # softmax: all weight on the match; sigmoid: ~1 on the match, ~0 elsewhere, over 2 positions
+    [("softmax", [0.0, 1.0]), ("sigmoid", [0.0, 0.5])],
+)
+def test_attention_picks_the_element_that_matches_the_query(
+    weighting: str, expected: list[float]
+) -> None:
+    out = _dot_attention(weighting)(_SEQUENCE, _QUERY, _VALID).numpy()
+    np.testing.assert_allclose(out, [expected], atol=1e-4)
+
+
+def test_bilinear_scorer_picks_the_matching_element() -> None:
+    layer = TargetAttention(scorer="bilinear", weighting="softmax")
+    layer(_SEQUENCE, _QUERY, _VALID)
+    layer.kernel.assign(20.0 * np.eye(2, dtype=np.float32))
+    np.testing.assert_allclose(layer(_SEQUENCE, _QUERY, _VALID).numpy(), [[0.0, 1.0]], atol=1e-4)
+
+
+@pytest.mark.parametrize("weighting", ["softmax", "sigmoid"])
+def test_attention_ignores_padding_positions(weighting: str) -> None:
+    layer = TargetAttention(weighting=weighting)
+    rng = np.random.default_rng(0)
+    sequence = rng.normal(size=(4, 5, 3)).astype(np.float32)
+    query = rng.normal(size=(4, 3)).astype(np.float32)
+    valid = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], bool)
+    out = layer(sequence, query, valid).numpy()
+    changed = np.where(valid[..., None], sequence, 100.0 * rng.normal(size=sequence.shape))
+    np.testing.assert_allclose(layer(changed, query, valid).numpy(), out, rtol=1e-5)
+    # the same rows without their padding positions, and an empty sequence pools to zeros
+    np.testing.assert_allclose(layer(sequence[:1, :2], query[:1], valid[:1, :2]), out[:1], 1e-5)
+    np.testing.assert_array_equal(out[3], 0.0)
+    assert not np.allclose(out[0], out[1])
+
+
+def test_attention_runs_in_the_compute_dtype_under_mixed_precision() -> None:
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        layer = TargetAttention()
+        out = layer(_SEQUENCE, _QUERY, _VALID)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert out.dtype == tf.bfloat16 and layer.score.kernel.dtype == tf.float32
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scorer": "dot"}, "scorer must be one of ('mlp', 'bilinear'), got 'dot'"),
+        ({"weighting": "none"}, "weighting must be one of ('sigmoid', 'softmax'), got 'none'"),
+        ({"scorer": "bilinear", "units": [8]}, "units apply to the mlp scorer only, got [8]"),
+        ({"units": [0]}, "MLP units must all be > 0, got [0]"),
+    ],
+)
+def test_attention_bad_arguments_raise(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        TargetAttention(**kwargs)
+    assert message in str(err.value)
+
+
+def test_attention_config_round_trip() -> None:
+    layer = TargetAttention(units=[8, 4], scorer="mlp", weighting="softmax", name="att")
+    clone = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert isinstance(clone, TargetAttention) and clone.get_config() == layer.get_config()
+
+
+def _attention_schema() -> Schema:
+    raw = click_log_schema().to_dict()
+    raw["features"][4]["pooling"] = "attention"
+    return Schema.from_dict(raw)
+
+
+def test_attention_pooling_depends_on_the_candidate_item_and_keeps_the_width(data: tuple) -> None:
+    schema = _attention_schema()
+    layer = FeatureInputs(schema.features)
+    batch = {k: v[:8] for k, v in data[0].items()}
+    out = layer(batch)
+    assert out.shape == (8, FeatureInputs(click_log_schema().features).output_dim)
+    assert out.shape == (8, layer.output_dim) and set(layer.attention) == {"recent_items"}
+    assert any("recent_items_attention" in w.name for w in layer.trainable_weights)
+    # the same history under another candidate item pools differently (a mean would not)
+    other = {**batch, "item_id": np.array(["i19"] * 8)}
+    recent = slice(layer.output_dim - 4, layer.output_dim)
+    assert not np.allclose(out.numpy()[:, recent], layer(other).numpy()[:, recent])
+    # the padding ("", row 0 of the item table) changes nothing: the same rows without it
+    assert (batch["recent_items"][:, 2:] == "").all()
+    unpadded = {**batch, "recent_items": batch["recent_items"][:, :2]}
+    np.testing.assert_allclose(layer(unpadded).numpy(), out.numpy(), rtol=1e-5)
+
+
+def test_attention_schema_config_round_trip() -> None:
+    layer = FeatureInputs(_attention_schema().features, name="inputs")
+    clone = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert clone.features == layer.features and set(clone.attention) == {"recent_items"}
+
+
+def test_attention_without_an_item_query_is_a_value_error_naming_the_sequence() -> None:
+    user = Feature.model_validate(
+        {"name": "user_id", "type": "categorical", "entity": "user", "num_buckets": 8}
+    )
+    recent = _feature(
+        name="recent",
+        type="sequence",
+        max_length=3,
+        shared_embedding="user_id",
+        pooling="attention",
+    )
+    with pytest.raises(ValueError, match="'user_id' is not an item categorical feature, so it"):
+        FeatureInputs([user, recent])

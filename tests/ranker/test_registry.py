@@ -1,6 +1,7 @@
 """Every registered architecture, end to end: build from a schema, train (the loss goes down),
 export a SavedModel, reload it in a fresh process that imports neither ranker nor TFRS, and get
-the same outputs from raw features. A new architecture is covered the day it is registered."""
+the same outputs from raw features. A new architecture is covered the day it is registered, and
+so are the options that add layers: DCN-v2 crosses, attention pooling of a sequence."""
 
 from __future__ import annotations
 
@@ -51,6 +52,17 @@ def _probe(n: int = 64) -> dict[str, np.ndarray]:
     return features
 
 
+VARIANTS = [*registry.names(), "mmoe+crosses", "mmoe+attention"]
+
+
+def _attention_schema(schema: Schema) -> Schema:
+    raw = schema.to_dict()
+    raw["features"] = [
+        {**f, "pooling": "attention"} if f["name"] == "recent_items" else f for f in raw["features"]
+    ]
+    return Schema.from_dict(raw)
+
+
 @pytest.fixture(scope="module")
 def trained(schema: Schema, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Trains and exports every architecture once, then reloads all exports in one fresh process."""
@@ -59,10 +71,14 @@ def trained(schema: Schema, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("exports")
     probe = _probe()
     results: dict[str, dict] = {}
-    for name in [*registry.names(), "mmoe+crosses"]:
+    for name in VARIANTS:
         tf.keras.utils.set_random_seed(7)
         architecture, _, extra = name.partition("+")
-        model = RankingModel(schema, architecture, {"cross_layers": 2} if extra else None)
+        model = RankingModel(
+            _attention_schema(schema) if extra == "attention" else schema,
+            architecture,
+            {"cross_layers": 2} if extra == "crosses" else None,
+        )
         model.adapt([features])
         model.compile(optimizer=keras.optimizers.Adam(0.01))
         before = model.evaluate(dataset, verbose=0, return_dict=True)["loss"]
@@ -87,7 +103,7 @@ def trained(schema: Schema, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"models": results, "reloaded": reloaded, "heavy_modules": report["heavy_modules"]}
 
 
-@pytest.mark.parametrize("architecture", [*registry.names(), "mmoe+crosses"])
+@pytest.mark.parametrize("architecture", VARIANTS)
 def test_trains_exports_and_reloads_without_mtrank(
     architecture: str, trained: dict, schema: Schema
 ) -> None:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ranker.errors import SchemaError
-from ranker.schema import Schema
+from ranker.schema import Schema, attention_query
 from tests.ranker.conftest import CLICK_LOG_SCHEMA
 
 
@@ -145,3 +145,83 @@ def test_schema_module_imports_no_tensorflow() -> None:
     code = "import ranker.schema, sys; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _recent_items(**keys: object) -> dict:
+    """The click-log schema with recent_items (features[4]) given `keys`; None removes a key."""
+    raw = yaml.safe_load(CLICK_LOG_SCHEMA)
+    recent = raw["features"][4]
+    for key, value in keys.items():
+        if value is None:
+            recent.pop(key, None)
+        else:
+            recent[key] = value
+    return raw
+
+
+# recent_items with a table of its own, queried by item_id
+OWN_TABLE = {
+    "pooling": "attention",
+    "query": "item_id",
+    "shared_embedding": None,
+    "num_buckets": 64,
+}
+
+
+def test_sequence_pooling_defaults_to_mean_and_attention_queries_the_shared_table() -> None:
+    plain = Schema.from_dict(yaml.safe_load(CLICK_LOG_SCHEMA))
+    assert plain.feature("recent_items").pooling == "mean"
+    assert "pooling" not in plain.to_dict()["features"][4]  # existing schemas dump unchanged
+    schema = Schema.from_dict(_recent_items(pooling="attention"))
+    recent = schema.feature("recent_items")
+    assert recent.pooling == "attention" and recent.query is None
+    assert attention_query(recent, schema.features).name == "item_id"
+    assert Schema.from_dict(schema.to_dict()) == schema
+    own_table = Schema.from_dict(_recent_items(**OWN_TABLE, embedding_dim=4))
+    recent = own_table.feature("recent_items")
+    assert attention_query(recent, own_table.features).name == "item_id"
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (
+            {"pooling": "max"},
+            "features[4].pooling: Input should be 'mean' or 'attention', got 'max' "
+            "(feature 'recent_items')",
+        ),
+        ({"query": "item_id"}, "features[4]: key 'query' needs 'pooling: attention'"),
+        (
+            {"pooling": "attention", "query": "user_id"},
+            "features[4].query: 'user_id' is not an item categorical feature",
+        ),
+        (
+            {"pooling": "attention", "query": "price"},
+            "features[4].query: 'price' is not an item categorical feature",
+        ),
+        (
+            {"pooling": "attention", "query": "colour"},
+            "features[4].query: 'colour' is not an item categorical feature, so it cannot query "
+            "the attention pooling of sequence 'recent_items'",
+        ),
+        (
+            {"pooling": "attention", "shared_embedding": None, "num_buckets": 64},
+            "features[4].pooling: sequence 'recent_items' has 'pooling: attention' but no query",
+        ),
+        (
+            dict(OWN_TABLE, embedding_dim=8),
+            "features[4].query: query 'item_id' has embedding_dim 4 but sequence 'recent_items' "
+            "embeds into 8; attention needs them equal",
+        ),
+    ],
+)
+def test_bad_attention_pooling_names_the_feature(keys: dict, message: str) -> None:
+    with pytest.raises(SchemaError) as err:
+        Schema.from_dict(_recent_items(**keys), source="schema.yaml")
+    assert message in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("key", ["pooling", "query"])
+def test_pooling_keys_apply_to_sequences_only(key: str) -> None:
+    with pytest.raises(SchemaError, match=f"key '{key}' does not apply to a categorical feature"):
+        Schema.from_dict(_with(f"features.1.{key}", "attention" if key == "pooling" else "item_id"))

@@ -234,3 +234,28 @@ def test_resume_after_a_kill_loses_no_finished_epoch(synth_dir: Path, tmp_path: 
     assert epochs[0] in ("2/3", "3/3") and epochs[-1] == "3/3", epochs
     metadata = json.loads((tmp_path / "m" / "shared_bottom" / "1" / "metadata.json").read_text())
     assert metadata["epochs_run"] == len(epochs)
+
+
+def test_an_attention_schema_trains_exports_and_serves_the_keras_scores(
+    synth_dir: Path, tmp_path: Path
+) -> None:
+    """`pooling: attention` on recent_items goes through train's export and its metadata.json."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in synth_dir.iterdir():
+        if path.name != "schema.yaml":
+            (data / path.name).symlink_to(path)
+    raw = Schema.load(synth_dir / "schema.yaml").to_dict()
+    for feature in raw["features"]:
+        if feature["name"] == "recent_items":
+            feature["pooling"] = "attention"
+    Schema.from_dict(raw).dump(data / "schema.yaml")
+    config = TrainConfig.model_validate({**FAST, "epochs": 1})
+    result = train(data, "mmoe", tmp_path / "m", config, verbose=False)
+    metadata = json.loads((result.path / "metadata.json").read_text())
+    schema = Schema.from_dict(metadata["schema"])
+    assert schema.feature("recent_items").pooling == "attention"
+    dataset = make_dataset(data / "test.parquet", schema, ReadOptions(batch_size=4096))
+    served, _ = score_dataset(saved_model_scorer(result.path), dataset)
+    for name in schema.output_names:
+        np.testing.assert_allclose(served[name], result.test_scores[name], atol=1e-5)
