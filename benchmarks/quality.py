@@ -4,6 +4,12 @@ probabilities (`p_click`, `p_click * p_conversion`) on the same test rows.
     python benchmarks/quality.py                       # synth --rows 400000 --seed 0, all architectures
     python benchmarks/quality.py --data DIR --architectures mmoe,ple --config benchmarks/configs/quality.yaml
     python benchmarks/quality.py --data DIR --schema variant.yaml --train-seed 1   # same rows, another schema
+    python benchmarks/quality.py --seeds 1,2,3 --architectures mmoe,ple   # one world per data seed
+
+With `--seeds`, each seed synthesizes its own world (users, items, logs, test split), the table is
+printed per seed, and a summary gives each architecture's mean, min and max ratio over the seeds
+(benchmarks/results/quality_seeds.json): the CTCVR ratio of one test split moves by +-0.01-0.02
+from seed to seed, more than most changes being compared.
 
 Target (issue 3): MMoE, PLE, ESMM and shared-bottom at >= 0.97 of the oracle AUC for CTR and CTCVR.
 CTCVR has few positives in a 40k-row test split (about 150 at 400k rows), so its AUC carries a
@@ -31,6 +37,7 @@ from training.metrics import auc, auc_confidence_interval
 from training.trainer import train
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quality.yaml"
+RESULTS = Path(__file__).parent / "results"
 
 
 def oracle(test_file: Path) -> dict[str, float]:
@@ -63,37 +70,104 @@ def main() -> None:
     parser.add_argument("--data", type=Path)
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", help="comma-separated data seeds: one synth and one table each, then a summary"
+    )
     parser.add_argument("--architectures", default=",".join(registry.names()))
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--schema", type=Path, help="train with this schema.yaml instead of DATA's")
     parser.add_argument("--train-seed", type=int, help="overrides the config's training seed")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"))
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/quality[_seeds].json")
     args = parser.parse_args()
 
-    data = args.data
-    if data is None:
-        data = Path(tempfile.mkdtemp(prefix="mtrank-quality-"))
-        mtrank(["synth", "--out", str(data), "--rows", str(args.rows), "--seed", str(args.seed)])
-    if args.schema is not None:
-        data = with_schema(data, args.schema)
     config = TrainConfig.load(args.config)
     if args.train_seed is not None:
         config = config.model_copy(update={"seed": args.train_seed})
+    architectures = args.architectures.split(",")
+    if args.seeds is None:
+        out = args.out or RESULTS / "quality.json"
+        data = args.data or synth(args.rows, args.seed)
+        evaluate(data, architectures, config, args.schema, out, {})
+        print(f"wrote {out}")
+        return
+    if args.data is not None:
+        parser.error("--seeds synthesizes data for each seed: leave out --data")
+    out = args.out or RESULTS / "quality_seeds.json"
+    results: dict[str, Any] = {"rows": args.rows, "seeds": {}}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        print(f"\n== data seed {seed} ==")
+        results["seeds"][str(seed)] = {}
+        evaluate(
+            synth(args.rows, seed), architectures, config, args.schema, out,
+            results, results["seeds"][str(seed)],
+        )  # fmt: skip
+        results["summary"] = summary(results["seeds"])
+        out.write_text(json.dumps(results, indent=2, default=float))
+    print("\nover data seeds " + args.seeds + ": mean [min, max] of the ratio to the oracle AUC")
+    for name, row in results["summary"].items():
+        print(
+            f"{name:<14} CTR {row['ctr_ratio']['mean']:.3f} [{row['ctr_ratio']['min']:.3f}, "
+            f"{row['ctr_ratio']['max']:.3f}]   CTCVR {row['ctcvr_ratio']['mean']:.3f} "
+            f"[{row['ctcvr_ratio']['min']:.3f}, {row['ctcvr_ratio']['max']:.3f}]"
+        )
+    print(f"wrote {out}")
+
+
+def synth(rows: int, seed: int) -> Path:
+    data = Path(tempfile.mkdtemp(prefix="mtrank-quality-"))
+    mtrank(["synth", "--out", str(data), "--rows", str(rows), "--seed", str(seed)])
+    return data
+
+
+def summary(seeds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per architecture: mean, min and max over seeds of the CTR and CTCVR ratios to the oracle."""
+    names = dict.fromkeys(name for result in seeds.values() for name in result.get("models", {}))
+    out: dict[str, Any] = {}
+    for name in names:
+        rows = [result["models"][name] for result in seeds.values() if name in result["models"]]
+        out[name] = {
+            key: {
+                "mean": float(np.mean([row[key] for row in rows])),
+                "min": min(row[key] for row in rows),
+                "max": max(row[key] for row in rows),
+                "seeds": len(rows),
+            }
+            for key in ("ctr_ratio", "ctcvr_ratio")
+        }
+    return out
+
+
+def evaluate(
+    data: Path,
+    architectures: list[str],
+    config: TrainConfig,
+    schema: Path | None,
+    out: Path,
+    document: dict[str, Any],
+    results: dict[str, Any] | None = None,
+) -> None:
+    """Train each architecture on `data` and fill `results` (default: `document` itself) with the
+    oracle and each model's figures; `document` is written to `out` after each model."""
+    results = document if results is None else results
+    if schema is not None:
+        data = with_schema(data, schema)
     truth = oracle(data / "test.parquet")
     models = Path(tempfile.mkdtemp(prefix="mtrank-quality-models-"))
     labels = read_columns(data / "test.parquet", ["click", "conversion"])
-    results: dict[str, Any] = {
-        "oracle": truth,
-        "config": config.model_dump(mode="json"),
-        "schema": str(args.schema or data / "schema.yaml"),
-        "models": {},
-    }
+    results.update(
+        {
+            "oracle": truth,
+            "config": config.model_dump(mode="json"),
+            "schema": str(schema or data / "schema.yaml"),
+            "models": {},
+        }
+    )
     header = f"{'architecture':<14} {'CTR AUC':>8} {'/oracle':>8} {'CTCVR AUC':>10} {'/oracle':>8} {'CTCVR 95% CI':>15} {'CVR AUC':>8} {'epochs':>6} {'seconds':>8}"
     print(
         f"oracle: CTR {truth['ctr']:.4f}  CTCVR {truth['ctcvr']:.4f}  CVR {truth['cvr']:.4f}  ({truth['ctcvr_positives']:.0f} CTCVR positives)"
     )
     print(header)
-    for name in args.architectures.split(","):
+    for name in architectures:
         started = time.perf_counter()
         result = train(data, name, models, config, verbose=False)
         both = labels["click"].astype(float) * labels["conversion"].astype(float)
@@ -118,9 +192,8 @@ def main() -> None:
             f"{row['epochs_run']:>6} {row['seconds']:>8.0f}",
             flush=True,
         )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, default=float))
-    print(f"wrote {args.out}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(document, indent=2, default=float))
 
 
 if __name__ == "__main__":

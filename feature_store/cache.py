@@ -14,11 +14,12 @@ all, and rows read from an older version are never put back afterwards. A value 
 it decoded as a record of its version, so a cached value never fails to decode.
 
 Whether a cache pays is measured in `benchmarks/store_latency.py` (numbers in
-docs/feature_store.md). 1 user + 500 items, 5,000-row item cache, on a loaded 2-core machine,
-p50 / p99 ms: with decoded rows the item cache cost 8.1 / 32.4 against 4.9 / 8.6 without it for
-uniform candidates (25% hits), with bytes 5.7 / 11.1: no longer a tail, but no gain either. For
-Zipf candidates (84% hits) bytes give 3.9 / 7.8 against 4.6 / 9.6 without (decoded rows: 2.5 /
-5.1, since hits skipped decoding). So `CacheConfig()` caches users only (one row per request, no
+docs/feature_store.md). 1 user + 500 items, 5,000-row item cache, idle 2-core machine, p50 / p99
+ms (two runs, redis-server 6.2 and 7.0): for uniform candidates (25% item hits) the item cache
+costs 2.69 / 5.07 and 3.36 / 9.27 against 2.08 / 4.20 and 2.22 / 4.82 without it: a miss pays a
+`get` and a `put` per item, and a hit saves only its bytes on the wire, decoding records being
+almost free. For Zipf candidates (84% hits) it gave 1.05 / 2.03 against 1.44 / 2.94 in one run and
+1.87 / 4.20 against 1.87 / 5.98 in the other. So `CacheConfig()` caches users only (one row per request, no
 measurable cost) and leaves items to Redis; pass an item `EntityCacheConfig` to turn it on for
 traffic whose hit ratio makes it pay, or to spare Redis. Rows only change when a version flips,
 which clears the caches; the TTL bounds how long a row written with `--ttl` can outlive its
@@ -71,7 +72,7 @@ MISSING = Missing()
 
 
 class EntityCache:
-    """A bounded LRU of stored values (msgpack bytes, or None: known absent) with a TTL, for one
+    """A bounded LRU of stored values (record bytes, or None: known absent) with a TTL, for one
     table version."""
 
     def __init__(

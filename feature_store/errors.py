@@ -19,7 +19,7 @@ class StoreUnavailable(FeatureStoreError):
 
 
 class CorruptValue(FeatureStoreError):
-    """A stored value is not a msgpack map of features; the message names the key."""
+    """A stored value or meta record is not what this version of mtrank reads; names the key."""
 
 
 class DataFileError(MtrankError, ValueError):

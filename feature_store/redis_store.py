@@ -9,8 +9,8 @@ read of a version also GETs its meta record in the same transaction, for the lay
 (`codec.Record.decode`) and the commands packed by hiredis (`connection`).
 
 A server-side Lua script doing the same in one atomic call (resolve the pointer, MGET, return the
-rows joined in one msgpack array) was measured and not adopted: Redis turning 501 values into Lua
-strings costs it more CPU per lookup than the script saves the client (`store_lua_script` in
+records joined) was measured and not adopted: no faster at p50, and Redis turning 501 values into
+Lua strings costs it 2.2-2.5x the CPU per lookup (`store_lua_script` in
 `benchmarks/store_latency.py`; figures in docs/feature_store.md).
 
 Failures surface as `StoreUnavailable` within `timeout` (default 50 ms) so that serving degrades

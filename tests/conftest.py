@@ -6,7 +6,7 @@ redis-server), else the unix-socket URL of an embedded redis-server started once
 database is never flushed. Every test that uses `redis_url`, directly or through another fixture,
 is marked `redis`, so `pytest -m redis` runs exactly the tests that talk to that server.
 
-No TensorFlow here: the store's modules import redis-py and msgpack only.
+No TensorFlow here: the store's modules import redis-py and numpy only.
 """
 
 from __future__ import annotations
