@@ -122,7 +122,7 @@ def _materialize(args: argparse.Namespace) -> int:
         "seconds": round(time.monotonic() - started, 3),
     }
     for report in done.entities:
-        summary[report.entity] = {"rows": report.rows}
+        summary[report.entity] = {"rows": report.rows, "record_bytes": report.record_bytes}
     print(json.dumps(summary))
     return 0
 

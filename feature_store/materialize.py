@@ -56,6 +56,7 @@ class EntityReport:
 
     entity: StoredEntity
     rows: int
+    record_bytes: int  # the size of each row's stored value (`codec.Record.size`)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def _write(
         written += writer.write(version, file.entity, rows, record=record, ttl_s=ttl_s)
         if progress is not None:
             progress(file.entity, written, file.table.num_rows)
-    return EntityReport(file.entity, written)
+    return EntityReport(file.entity, written, record.size)
 
 
 def _load(path: Path, schema: Schema, entity: StoredEntity) -> EntityFile:

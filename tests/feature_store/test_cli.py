@@ -37,8 +37,8 @@ def test_materialize_into_the_embedded_store_then_get_from_another_process(
     assert main(["features", "materialize", "--data", str(data)]) == 0
     out, err = capsys.readouterr()
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["user"] == {"rows": 3}
-    assert summary["item"] == {"rows": 2}
+    assert summary["user"] == {"rows": 3, "record_bytes": 4 + 1 + 2}  # age, segment, recent
+    assert summary["item"] == {"rows": 2, "record_bytes": 4 + 1}  # price, category
     assert (summary["version"], summary["previous_version"], summary["deleted_keys"]) == (
         1,
         None,
