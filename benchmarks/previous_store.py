@@ -19,7 +19,7 @@ from feature_store.codec import Row, Value, entity_prefix, parse_version, pointe
 from feature_store.errors import CorruptValue
 from ranker.schema import Feature, Schema
 from serving.errors import InvalidInput
-from serving.features import check_value
+from serving.features import broadcast, check_value, column
 
 PreviousValues = list[Value | None]
 """One entity's features as HEAD stored them: in its version's column order, None where missing."""
@@ -193,45 +193,21 @@ def previous_batch(found: PreviousFeatures, schema: Schema) -> dict[str, np.ndar
     for feature in schema.features:
         if feature.entity == "user":  # the same value in every row: convert it once
             value = previous_stored(feature, columns[feature.name][0])
-            batch[feature.name] = previous_broadcast(feature, value, n)
+            batch[feature.name] = broadcast(feature, value, n)
         elif feature.entity == "item":
             batch[feature.name] = previous_column(feature, columns[feature.name])
     return batch
 
 
 def previous_column(feature: Feature, values: Sequence[Any]) -> np.ndarray:
-    """HEAD's `serving.features.column`: a column of typed raw values as the signature's array."""
+    """The previous `serving.features.column`: numbers fell back to the default one by one when
+    a stored value had the wrong type; strings and sequences are laid out as `column` still does."""
     if feature.type == "numeric":
         try:
             return np.asarray(values, dtype=np.float32)
         except (TypeError, ValueError):  # a stored value of the wrong type: use the default
             return np.asarray([previous_stored(feature, v) for v in values], dtype=np.float32)
-    if feature.type == "categorical":
-        return np.asarray(values, dtype=object)
-    assert feature.max_length is not None
-    out = np.full((len(values), feature.max_length), "", dtype=object)
-    for row, sequence in enumerate(values):  # ragged: no single vector op lays these out
-        padded = previous_pad(sequence, feature.max_length)
-        out[row, : len(padded)] = padded
-    return out
-
-
-def previous_broadcast(feature: Feature, value: Value, rows: int) -> np.ndarray:
-    """HEAD's `serving.features.broadcast`: one typed raw value repeated `rows` times, a view."""
-    if feature.type == "numeric":
-        return np.broadcast_to(np.array(value, dtype=np.float32), (rows,))
-    if feature.type == "categorical":
-        return np.broadcast_to(np.array(value, dtype=object), (rows,))
-    assert feature.max_length is not None and isinstance(value, list)
-    row = np.full(feature.max_length, "", dtype=object)
-    padded = previous_pad(value, feature.max_length)
-    row[: len(padded)] = padded
-    return np.broadcast_to(row, (rows, feature.max_length))
-
-
-def previous_pad(sequence: Sequence[str], max_length: int) -> list[str]:
-    """HEAD's `serving.features.pad`: the first `max_length` non-empty elements."""
-    return [element for element in sequence if element][:max_length]
+    return column(feature, values)
 
 
 def previous_stored(feature: Feature, value: Any) -> Value:
