@@ -19,7 +19,6 @@ of UTF-8 `bytes`; numerics are float32. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,8 +28,6 @@ import numpy as np
 from feature_store.store import OnlineFeatures
 from ranker.schema import Feature, Schema
 from serving.errors import InvalidInput, Loc
-
-log = logging.getLogger("mtrank.serving")
 
 Batch = dict[str, np.ndarray]
 Value = str | float | list[str]
