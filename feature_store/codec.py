@@ -230,9 +230,8 @@ class Record:
     def encode(self, rows: Sequence[Mapping[str, Value]]) -> list[bytes]:
         """One record per row (absent features missing). A feature outside the columns, a value
         of another type, or a string too wide for its column raises ValueError naming it."""
-        columns = {column.name: column for column in self.columns}
         for row in rows:
-            unknown = row.keys() - columns.keys()
+            unknown = row.keys() - self._by_name.keys()
             if unknown:
                 raise ValueError(
                     f"features {sorted(unknown)} are not among the columns {list(self.names)}"

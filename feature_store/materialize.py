@@ -185,29 +185,18 @@ def _rows(file: EntityFile) -> Iterator[list[tuple[str, Row]]]:
 
 
 def _record_of(file: EntityFile) -> Record:
-    """The record `file`'s rows are stored in: its features in schema order, each string column as
-    wide (in UTF-8 bytes) as its longest value, each sequence as long as its longest (after `_rows`
-    cut it to `max_length`); at least 1 byte and 1 element."""
-    widths = dict.fromkeys((f.name for f in file.features if f.type != "numeric"), 1)
-    lengths = dict.fromkeys((f.name for f in file.features if f.type == "sequence"), 1)
-    for chunk in _chunks(file):
-        for feature in file.features:
-            if feature.type == "categorical":
-                values = _values(feature, chunk, file)
-                sizes = [len(v.encode()) for v in values if isinstance(v, str)]
-                widths[feature.name] = max([widths[feature.name], *sizes])
-            elif feature.type == "sequence":
-                for seq in _values(feature, chunk, file):
-                    if isinstance(seq, list) and seq:
-                        lengths[feature.name] = max(lengths[feature.name], len(seq))
-                        sizes = [len(element.encode()) for element in seq]
-                        widths[feature.name] = max([widths[feature.name], *sizes])
-    return Record(
-        tuple(
-            Column(f.name, f.type, widths.get(f.name, 0), lengths.get(f.name, 0))
-            for f in file.features
-        )
-    )
+    """The record `file`'s rows are stored in: its features in schema order, sized by
+    `Record.infer` over the rows `_rows` gives (each string column as wide, in UTF-8 bytes, as its
+    longest value, each sequence as long as its longest after the cut to `max_length`); a feature
+    no row holds gets 1 byte and 1 element."""
+    inferred = Record.infer(row for rows in _rows(file) for _, row in rows)
+    columns = []
+    for feature in file.features:
+        seen = inferred.column(feature.name)
+        width = 0 if feature.type == "numeric" else (seen.width if seen else 1)
+        length = (seen.length if seen else 1) if feature.type == "sequence" else 0
+        columns.append(Column(feature.name, feature.type, width, length))
+    return Record(tuple(columns))
 
 
 def _chunks(file: EntityFile) -> Iterator[pa.Table]:

@@ -62,9 +62,7 @@ class OnlineFeatures:
             item=Record.infer(row for row in items if row is not None),
         )
         user_row = (
-            None
-            if user is None
-            else np.frombuffer(layout.user.encode([user])[0], layout.user.dtype)
+            None if user is None else layout.user.decode(layout.user.encode([user]), [b"user"])
         )
         blobs = [None if row is None else layout.item.encode([row])[0] for row in items]
         keys = [f"item:{item_id}".encode() for item_id in item_ids]
