@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import synthetic
 
-from training.cli import main as mtrank
 from training.data import read_columns
 from training.metrics import auc
 
@@ -88,15 +87,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path)
-    parser.add_argument("--rows", type=int, default=400_000)
-    parser.add_argument("--seed", type=int, default=0)
+    synthetic.add_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cvr_reference.json"))
     args = parser.parse_args()
-    data = args.data
-    if data is None:
-        data = Path(tempfile.mkdtemp(prefix="mtrank-cvr-reference-"))
-        mtrank(["synth", "--out", str(data), "--rows", str(args.rows), "--seed", str(args.seed)])
+    data = synthetic.data_dir(args)
 
     columns = ["user_id", "item_id", "device", "click", "conversion", "p_click", "p_conversion"]
     splits = {

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import synthetic
 
 from ranker import registry
 from ranker.schema import Schema
-from training.cli import main as mtrank
 from training.config import TrainConfig
 from training.data import read_columns
 from training.metrics import auc, auc_confidence_interval
@@ -67,9 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path)
-    parser.add_argument("--rows", type=int, default=400_000)
-    parser.add_argument("--seed", type=int, default=0)
+    synthetic.add_arguments(parser)
     parser.add_argument(
         "--seeds", help="comma-separated data seeds: one synth and one table each, then a summary"
     )
@@ -86,7 +84,7 @@ def main() -> None:
     architectures = args.architectures.split(",")
     if args.seeds is None:
         out = args.out or RESULTS / "quality.json"
-        data = args.data or synth(args.rows, args.seed)
+        data = synthetic.data_dir(args)
         evaluate(data, architectures, config, args.schema, out, {})
         print(f"wrote {out}")
         return
@@ -98,7 +96,7 @@ def main() -> None:
         print(f"\n== data seed {seed} ==")
         results["seeds"][str(seed)] = {}
         evaluate(
-            synth(args.rows, seed), architectures, config, args.schema, out,
+            synthetic.synth(args.rows, seed), architectures, config, args.schema, out,
             results, results["seeds"][str(seed)],
         )  # fmt: skip
         results["summary"] = summary(results["seeds"])
@@ -111,12 +109,6 @@ def main() -> None:
             f"[{row['ctcvr_ratio']['min']:.3f}, {row['ctcvr_ratio']['max']:.3f}]"
         )
     print(f"wrote {out}")
-
-
-def synth(rows: int, seed: int) -> Path:
-    data = Path(tempfile.mkdtemp(prefix="mtrank-quality-"))
-    mtrank(["synth", "--out", str(data), "--rows", str(rows), "--seed", str(seed)])
-    return data
 
 
 def summary(seeds: dict[str, dict[str, Any]]) -> dict[str, Any]:
