@@ -56,7 +56,7 @@ def test_the_keys_on_the_server_are_exactly_the_documented_layout(
     version = publish(TABLES)  # the second version replaces the first
     assert version == 2
     ns = namespace.encode()
-    assert sorted(raw_redis.scan_iter(match=f"{namespace}:*")) == [
+    assert sorted(set(raw_redis.scan_iter(match=f"{namespace}:*"))) == [  # SCAN may repeat a key
         ns + b":current",
         ns + b":v2:item:i1",
         ns + b":v2:item:i2",

@@ -12,7 +12,7 @@ from feature_store.writer import StoreWriter, VersionConflict
 
 
 def _keys(raw_redis: redis.Redis, namespace: str) -> list[bytes]:
-    return sorted(raw_redis.scan_iter(match=f"{namespace}:*"))
+    return sorted(set(raw_redis.scan_iter(match=f"{namespace}:*")))  # SCAN may repeat a key
 
 
 def test_versions_are_handed_out_in_increasing_order_and_flips_return_the_previous(
