@@ -14,6 +14,7 @@ from training.metrics import (
     calibration,
     delong_test,
     evaluate,
+    expected_auc,
     expected_calibration_error,
     gauc,
     logloss,
@@ -56,6 +57,24 @@ def test_auc_matches_the_pairwise_definition_on_random_ties() -> None:
     pos, neg = scores[labels == 1], scores[labels == 0]
     pairs = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
     assert auc(labels, scores) == pytest.approx(pairs.mean())
+
+
+def test_expected_auc_matches_the_pairwise_definition_and_the_mean_over_draws() -> None:
+    rng = np.random.default_rng(2)
+    p = rng.random(200) * 0.3
+    scores = np.round(p + rng.normal(0.0, 0.05, 200), 2)  # noisy, with ties
+    weight = p[:, None] * (1.0 - p[None, :])
+    np.fill_diagonal(weight, 0.0)
+    ordered = (scores[:, None] > scores[None, :]) + 0.5 * (scores[:, None] == scores[None, :])
+    assert expected_auc(p, scores) == pytest.approx((weight * ordered).sum() / weight.sum())
+    draws = [auc(rng.random(200) < p, scores) for _ in range(4000)]
+    assert expected_auc(p, scores) == pytest.approx(np.mean(draws), abs=0.003)
+    # one positive certain, one negative certain: the AUC of that single pair
+    assert expected_auc([1.0, 0.0], [0.2, 0.9]) == 0.0
+    assert expected_auc([1.0, 0.0, 0.5], [0.9, 0.2, 0.5]) == pytest.approx((1 + 0.5 + 0.5) / 2)
+    assert math.isnan(expected_auc([0.0, 0.0], [0.1, 0.2]))
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        expected_auc([0.5, 1.5], [0.1, 0.2])
 
 
 def test_gauc_by_hand_and_with_one_group() -> None:
