@@ -28,7 +28,7 @@ import numpy as np
 import synthetic
 
 from training.data import read_columns
-from training.metrics import auc
+from training.metrics import auc, expected_auc
 
 PENALTIES = (1.0, 3.0, 10.0, 30.0, 100.0)
 
@@ -126,27 +126,43 @@ def main() -> None:
         f"{int(y_train.sum())} training conversions in {int(clicked['train'].sum())} clicks; "
         f"L2 {best} chosen on validation"
     )
-    print(f"{'split':<6} {'CVR AUC':>8} {'oracle':>8} {'/oracle':>8} {'CTCVR*':>8} {'/oracle':>8}")
+    print(
+        f"{'split':<6} {'CVR AUC':>8} {'oracle':>8} {'/oracle':>8} {'E/oracle':>8} "
+        f"{'CTCVR*':>8} {'/oracle':>8} {'E/oracle':>8}"
+    )
     for name in ("val", "test"):
         split, rows = splits[name], clicked[name]
         conversions = split["conversion"].astype(float)
         cvr = 1.0 / (1.0 + np.exp(-(features(name) @ fits[best])))
         both = split["click"].astype(float) * conversions
-        oracle_ctcvr = auc(both, split["p_click"] * split["p_conversion"])
+        truth_ctcvr = split["p_click"] * split["p_conversion"]
+        oracle_ctcvr = auc(both, truth_ctcvr)
         row = {
             "cvr_auc": auc(conversions[rows], cvr[rows]),
             "cvr_oracle": auc(conversions[rows], split["p_conversion"][rows]),
             "ctcvr_oracle_ctr_times_cvr": auc(both, split["p_click"] * cvr),
             "ctcvr_oracle": oracle_ctcvr,
+            # the same two ratios expected over label draws from the true probabilities (no label noise)
+            "cvr_expected_ratio": expected_auc(split["p_conversion"][rows], cvr[rows])
+            / expected_auc(split["p_conversion"][rows], split["p_conversion"][rows]),
+            "ctcvr_oracle_ctr_times_cvr_expected_ratio": expected_auc(
+                truth_ctcvr, split["p_click"] * cvr
+            )
+            / expected_auc(truth_ctcvr, truth_ctcvr),
             "conversions": int(conversions[rows].sum()),
         }
         result["splits"][name] = row
         print(
             f"{name:<6} {row['cvr_auc']:>8.4f} {row['cvr_oracle']:>8.4f} "
-            f"{row['cvr_auc'] / row['cvr_oracle']:>8.3f} {row['ctcvr_oracle_ctr_times_cvr']:>8.4f} "
-            f"{row['ctcvr_oracle_ctr_times_cvr'] / oracle_ctcvr:>8.3f}"
+            f"{row['cvr_auc'] / row['cvr_oracle']:>8.3f} {row['cvr_expected_ratio']:>8.3f} "
+            f"{row['ctcvr_oracle_ctr_times_cvr']:>8.4f} "
+            f"{row['ctcvr_oracle_ctr_times_cvr'] / oracle_ctcvr:>8.3f} "
+            f"{row['ctcvr_oracle_ctr_times_cvr_expected_ratio']:>8.3f}"
         )
-    print("CTCVR*: the oracle's CTR times this CVR")
+    print(
+        "CTCVR*: the oracle's CTR times this CVR; E/oracle: AUC expected over label draws from the "
+        "true probabilities, over the oracle's"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
