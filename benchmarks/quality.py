@@ -58,14 +58,14 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quality.yaml"
 RESULTS = Path(__file__).parent / "results"
 
 
-def oracle(test_file: Path) -> dict[str, float]:
-    cols = read_columns(test_file, ["click", "conversion", "p_click", "p_conversion"])
+def oracle(cols: dict[str, np.ndarray]) -> dict[str, float]:
+    """The true probabilities' AUCs on the test rows `cols` (labels, `p_click`, `p_conversion`)."""
     click = cols["click"].astype(float)
     both = click * cols["conversion"].astype(float)
     truth_ctcvr = cols["p_click"] * cols["p_conversion"]
     return {
         "ctr": auc(click, cols["p_click"]),
-        "ctcvr": auc(both, cols["p_click"] * cols["p_conversion"]),
+        "ctcvr": auc(both, truth_ctcvr),
         "cvr": auc(cols["conversion"][click == 1].astype(float), cols["p_conversion"][click == 1]),
         "ctcvr_positives": float(both.sum()),
         "ctr_expected": expected_auc(cols["p_click"], cols["p_click"]),
@@ -80,8 +80,9 @@ LATENT = {
 
 
 def observable_ceiling(data: Path) -> dict[str, float]:
-    """The expected-AUC ratio of the generator's probabilities with every per-id latent term
-    (factors, biases, qualities) set to 0: the most a model of the observable features can reach."""
+    """The expected-AUC ratio, on the test rows, of the generator's probabilities with every per-id
+    latent term (factors, biases, qualities) set to 0: about the most a model of the observable
+    features can reach."""
     truth = TrueModel.load(data)
     latent = dataclasses.replace(
         truth,
@@ -200,10 +201,10 @@ def evaluate(
     results = document if results is None else results
     if schema is not None:
         data = with_schema(data, schema)
-    truth = oracle(data / "test.parquet")
+    labels = read_columns(data / "test.parquet", ["click", "conversion", "p_click", "p_conversion"])
+    truth = oracle(labels)
     ceiling = observable_ceiling(data)
     models = Path(tempfile.mkdtemp(prefix="mtrank-quality-models-"))
-    labels = read_columns(data / "test.parquet", ["click", "conversion", "p_click", "p_conversion"])
     results.update(
         {
             "oracle": truth,

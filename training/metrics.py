@@ -1,4 +1,5 @@
-"""Offline ranking metrics in numpy: AUC (also expected over known probabilities), GAUC, logloss, calibration, ECE, DeLong tests.
+"""Offline ranking metrics in numpy: AUC (and its expectation over known probabilities), GAUC,
+logloss, calibration, ECE, DeLong tests.
 
 Labels of binary tasks are 0/1 arrays, scores are predicted probabilities. Everything is vectorized
 (sorting and `np.bincount`), so a million rows with a hundred thousand users take well under a
@@ -36,16 +37,10 @@ def auc(labels: Any, scores: Any, sample_weight: Any = None) -> float:
     """
     y, s = _binary(labels), _floats(scores)
     w = np.ones_like(s) if sample_weight is None else _floats(sample_weight)
-    order = np.argsort(s, kind="mergesort")
-    s, y, w = s[order], y[order], w[order]
-    block = _blocks(s)
-    pos = np.bincount(block, weights=w * y)
-    neg = np.bincount(block, weights=w * (1.0 - y))
-    total_pos, total_neg = pos.sum(), neg.sum()
+    ordered, total_pos, total_neg = _ordered_pairs(s, w * y, w * (1.0 - y))
     if total_pos <= 0 or total_neg <= 0:
         return math.nan
-    below = np.cumsum(neg) - neg
-    return float(np.sum(pos * (below + 0.5 * neg)) / (total_pos * total_neg))
+    return ordered / (total_pos * total_neg)
 
 
 def expected_auc(probabilities: Any, scores: Any) -> float:
@@ -62,17 +57,26 @@ def expected_auc(probabilities: Any, scores: Any) -> float:
         raise ValueError(f"{len(p)} probabilities but {len(s)} scores")
     if ((p < 0.0) | (p > 1.0) | np.isnan(p)).any():
         raise ValueError("probabilities must be in [0, 1]")
-    order = np.argsort(s, kind="mergesort")
-    p = p[order]
-    block = _blocks(s[order])
-    pos = np.bincount(block, weights=p)
-    neg = np.bincount(block, weights=1.0 - p)
+    ordered, total_pos, total_neg = _ordered_pairs(s, p, 1.0 - p)
     self_pairs = float(np.sum(p * (1.0 - p)))  # a row is never both the positive and the negative
-    pairs = pos.sum() * neg.sum() - self_pairs
+    pairs = total_pos * total_neg - self_pairs
     if pairs <= 0.0:
         return math.nan
+    return (ordered - 0.5 * self_pairs) / pairs  # a row's pair with itself counted as a tie
+
+
+def _ordered_pairs(
+    scores: np.ndarray, positive: np.ndarray, negative: np.ndarray
+) -> tuple[float, float, float]:
+    """Sum over (positive, negative) pairs of weight * [score_pos > score_neg] (ties 1/2), and the
+    total positive and negative weight; each row weighs `positive[i]` as a positive, `negative[i]`
+    as a negative."""
+    order = np.argsort(scores, kind="mergesort")
+    block = _blocks(scores[order])
+    pos = np.bincount(block, weights=positive[order])
+    neg = np.bincount(block, weights=negative[order])
     below = np.cumsum(neg) - neg
-    return float((np.sum(pos * (below + 0.5 * neg)) - 0.5 * self_pairs) / pairs)
+    return float(np.sum(pos * (below + 0.5 * neg))), float(pos.sum()), float(neg.sum())
 
 
 def gauc(labels: Any, scores: Any, groups: Any) -> float:
