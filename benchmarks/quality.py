@@ -54,6 +54,10 @@ RATIOS = (
     "ctcvr_expected_ratio_true_cvr",
     "ctcvr_expected_ratio_true_ctr",
 )
+# what the oracle, the observable ceiling and the models' ratios read from the test split
+TEST_COLUMNS = [
+    "click", "conversion", "p_click", "p_conversion", "user_id", "item_id", "device", "hour", "position",
+]  # fmt: skip
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quality.yaml"
 RESULTS = Path(__file__).parent / "results"
 
@@ -79,10 +83,12 @@ LATENT = {
 }
 
 
-def observable_ceiling(data: Path) -> dict[str, float]:
-    """The expected-AUC ratio, on the test rows, of the generator's probabilities with every per-id
-    latent term (factors, biases, qualities) set to 0: about the most a model of the observable
-    features can reach."""
+def observable_ceiling(
+    data: Path, cols: dict[str, np.ndarray], oracle_expected: dict[str, float]
+) -> dict[str, float]:
+    """The expected-AUC ratio, on the test rows `cols`, of the generator's probabilities with every
+    per-id latent term (factors, biases, qualities) set to 0: about the most a model of the
+    observable features can reach. `oracle_expected`: `oracle(cols)`."""
     truth = TrueModel.load(data)
     latent = dataclasses.replace(
         truth,
@@ -95,17 +101,15 @@ def observable_ceiling(data: Path) -> dict[str, float]:
             **{key: np.zeros_like(getattr(truth.items, key)) for key in LATENT["items"]},
         ),
     )
-    names = ["user_id", "item_id", "device", "hour", "position", "p_click", "p_conversion"]
-    cols = read_columns(data / "test.parquet", names)
     rows = (cols["user_id"], cols["item_id"], cols["device"])
     p_click = latent.p_click(*rows, cols["hour"], cols["position"])
     p_conversion = latent.p_conversion(*rows)
     truth_ctcvr = cols["p_click"] * cols["p_conversion"]
     return {
         "ctr_expected_ratio": expected_auc(cols["p_click"], p_click)
-        / expected_auc(cols["p_click"], cols["p_click"]),
+        / oracle_expected["ctr_expected"],
         "ctcvr_expected_ratio": expected_auc(truth_ctcvr, p_click * p_conversion)
-        / expected_auc(truth_ctcvr, truth_ctcvr),
+        / oracle_expected["ctcvr_expected"],
     }
 
 
@@ -201,9 +205,12 @@ def evaluate(
     results = document if results is None else results
     if schema is not None:
         data = with_schema(data, schema)
-    labels = read_columns(data / "test.parquet", ["click", "conversion", "p_click", "p_conversion"])
+    labels = read_columns(data / "test.parquet", TEST_COLUMNS)
     truth = oracle(labels)
-    ceiling = observable_ceiling(data)
+    ceiling = observable_ceiling(data, labels, truth)
+    both = labels["click"].astype(float) * labels["conversion"].astype(float)
+    p_click, p_conversion = labels["p_click"], labels["p_conversion"]
+    truth_ctcvr = p_click * p_conversion
     models = Path(tempfile.mkdtemp(prefix="mtrank-quality-models-"))
     results.update(
         {
@@ -226,12 +233,9 @@ def evaluate(
     for name in architectures:
         started = time.perf_counter()
         result = train(data, name, models, config, verbose=False)
-        both = labels["click"].astype(float) * labels["conversion"].astype(float)
         _, low, high = auc_confidence_interval(both, np.asarray(result.test_scores["ctcvr"]))
         test = result.test
         scores = {key: np.asarray(result.test_scores[key]) for key in ("ctr", "cvr", "ctcvr")}
-        p_click, p_conversion = labels["p_click"], labels["p_conversion"]
-        truth_ctcvr = p_click * p_conversion
         row = {
             "ctr_auc": test["ctr"]["auc"],
             "ctr_ratio": test["ctr"]["auc"] / truth["ctr"],
