@@ -24,14 +24,23 @@ from ranker.schema import Schema
 from ranker.tasks import build_objectives
 
 LossWeighting = Literal["fixed", "uncertainty"]
+# how a masked objective's loss is averaged: over the whole batch (observed rows' share of it
+# weighs it), or over the observed rows only (each batch's few observed rows weigh like all rows)
+MaskedLoss = Literal["batch", "observed"]
 
 
-def log_names(schema: Schema, architecture: str) -> list[str]:
-    """What `fit` logs each epoch for a model of `architecture` on training data (and, prefixed
-    with `val_`, on validation data): each objective's metric, then the losses."""
+LOSS_NAMES = ("loss", "regularization_loss", "total_loss")
+
+
+def log_names(schema: Schema, architecture: str, train_metrics: bool = True) -> list[str]:
+    """What `fit` logs each epoch for a model of `architecture`: on validation data (prefixed
+    `val_`) each objective's metric, each objective's loss and the total losses; on training
+    data the same, less the metrics unless `train_metrics`."""
     objectives = build_objectives(schema, registry.get(architecture).entire_space)
     metrics = [objective.metric_name for objective in objectives]
-    return [*metrics, "loss", "regularization_loss", "total_loss"]
+    losses = [*LOSS_NAMES, *(f"{objective.output}_loss" for objective in objectives)]
+    validation = [f"val_{name}" for name in [*metrics, *losses]]
+    return [*validation, *(metrics if train_metrics else []), *losses]
 
 
 class RankingModel(tfrs.models.Model):
@@ -44,6 +53,8 @@ class RankingModel(tfrs.models.Model):
         hparams: ArchitectureConfig | Mapping[str, Any] | None = None,
         task_weights: Mapping[str, float] | None = None,
         loss_weighting: LossWeighting = "fixed",
+        train_metrics: bool = False,
+        masked_loss: MaskedLoss = "batch",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("autocast", False)  # raw float features are not cast to the compute dtype
@@ -88,6 +99,12 @@ class RankingModel(tfrs.models.Model):
         self.product = ScoreProduct(name="product")
         self.objectives = build_objectives(self.schema, arch.entire_space, self.task_weights)
         self.ranking_tasks = [objective.ranking_task() for objective in self.objectives]
+        self.train_metrics = bool(train_metrics)
+        if masked_loss not in ("batch", "observed"):
+            raise ValueError(f"masked_loss must be 'batch' or 'observed', got {masked_loss!r}")
+        self.masked_loss = masked_loss
+        tracked = [*LOSS_NAMES, *(f"{objective.output}_loss" for objective in self.objectives)]
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in tracked}
         names = [objective.output for objective in self.objectives]
         self.loss_weighting: keras.layers.Layer
         if loss_weighting == "fixed":
@@ -153,9 +170,15 @@ class RankingModel(tfrs.models.Model):
 
     def compute_loss(self, inputs: Any, training: bool = False) -> tf.Tensor:
         """The weighted sum of objective losses; masked objectives average over observed rows only."""
+        return self._objective_losses(inputs, training, compute_metrics=True)[0]
+
+    def _objective_losses(
+        self, inputs: Any, training: bool, compute_metrics: bool
+    ) -> tuple[tf.Tensor, dict[str, tuple[tf.Tensor, tf.Tensor]]]:
+        """(the weighted loss, {output: (its loss, the rows it averages over)}) of one batch."""
         features, labels = inputs
         scores = self(features, training=training)
-        losses = {}
+        losses, rows = {}, {}
         for objective, task in zip(self.objectives, self.ranking_tasks, strict=True):
             target, weight = objective.targets(labels)
             per_example = task(
@@ -163,22 +186,56 @@ class RankingModel(tfrs.models.Model):
                 predictions=scores[objective.output][:, tf.newaxis],
                 sample_weight=weight,
                 training=training,
+                compute_metrics=compute_metrics,
             )
-            rows = tf.cast(tf.size(target), tf.float32) if weight is None else tf.reduce_sum(weight)
-            losses[objective.output] = tf.reduce_sum(per_example) / tf.maximum(rows, 1.0)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return self.loss_weighting(losses) / float(replicas)
+            batch = tf.cast(tf.size(target), tf.float32)
+            count = batch if weight is None else tf.reduce_sum(weight)
+            rows[objective.output] = count
+            divisor = batch if self.masked_loss == "batch" else count
+            losses[objective.output] = tf.reduce_sum(per_example) / tf.maximum(divisor, 1.0)
+        parts = {name: (losses[name], rows[name]) for name in losses}
+        return self.loss_weighting(losses), parts
 
     def train_step(self, inputs: Any) -> dict[str, tf.Tensor]:
-        """TFRS's step, but through `optimizer.minimize`, which scales the loss under mixed_float16."""
+        """One step through `optimizer.minimize`, which scales the loss under mixed_float16.
+
+        Task metrics (AUC, RMSE) are computed on the training batches only with
+        `train_metrics=True`: they cost time every step and early stopping reads the validation
+        ones, which `test_step` always computes.
+        """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            loss = self.compute_loss(inputs, training=True)
+            loss, parts = self._objective_losses(inputs, True, self.train_metrics)
             regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
-            total = loss + regularization
-        self.optimizer.minimize(total, self.trainable_variables, tape=tape)
-        logs = {metric.name: metric.result() for metric in self.metrics}
-        logs.update(loss=loss, regularization_loss=regularization, total_loss=total)
-        return logs
+            # each replica's gradient is summed across replicas: scale to the global mean
+            total = (loss + regularization) / float(replicas)
+        gradients = self.optimizer.compute_gradients(total, self.trainable_variables, tape=tape)
+        self.optimizer.apply_gradients([(_dense(g), v) for g, v in gradients])
+        return self._logs(inputs, loss, regularization, parts, self.train_metrics)
+
+    def test_step(self, inputs: Any) -> dict[str, tf.Tensor]:
+        loss, parts = self._objective_losses(inputs, False, compute_metrics=True)
+        regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+        return self._logs(inputs, loss, regularization, parts, task_metrics=True)
+
+    def _logs(
+        self,
+        inputs: Any,
+        loss: tf.Tensor,
+        regularization: tf.Tensor,
+        parts: Mapping[str, tuple[tf.Tensor, tf.Tensor]],
+        task_metrics: bool,
+    ) -> dict[str, tf.Tensor]:
+        """Every logged value as a mean over the epoch's rows so far (Keras would log the last
+        batch's loss, which made `val_loss` one batch's noise and early stopping follow it)."""
+        rows = tf.cast(tf.shape(next(iter(inputs[1].values())))[0], tf.float32)
+        self.loss_trackers["loss"].update_state(loss, sample_weight=rows)
+        self.loss_trackers["regularization_loss"].update_state(regularization, sample_weight=rows)
+        self.loss_trackers["total_loss"].update_state(loss + regularization, sample_weight=rows)
+        for name, (value, count) in parts.items():
+            self.loss_trackers[f"{name}_loss"].update_state(value, sample_weight=count)
+        shown = self.metrics if task_metrics else self.loss_trackers.values()
+        return {metric.name: metric.result() for metric in shown}
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -187,4 +244,19 @@ class RankingModel(tfrs.models.Model):
             "hparams": self.hparams.model_dump(mode="json"),
             "task_weights": self.task_weights,
             "loss_weighting": self.loss_weighting_name,
+            "train_metrics": self.train_metrics,
+            "masked_loss": self.masked_loss,
         }
+
+
+def _dense(gradient: Any) -> Any:
+    """An embedding table's sparse gradient (IndexedSlices) as a dense tensor.
+
+    Keras' Adam, given IndexedSlices, deduplicates the rows (Unique, a segment sum), scatters them
+    into its moments and then updates the whole table, moments and weights, anyway: a dense
+    gradient does the same update with less work. On the wide table of benchmarks/peer_throughput.py
+    this took Adam from about 11 of MMoE's 15 ms per step (batch 1024) to ... ms.
+    """
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.convert_to_tensor(gradient)
+    return gradient

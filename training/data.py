@@ -158,6 +158,25 @@ def read_columns(path: str | Path, columns: Sequence[str]) -> Arrays:
     return {c: table.column(c).to_numpy() for c in columns}
 
 
+def column_names(path: str | Path) -> list[str]:
+    """The columns of a Parquet or CSV file (from its metadata or header)."""
+    return _source(Path(path)).columns
+
+
+def count_rows(path: str | Path) -> int:
+    """Rows in a split: Parquet from its metadata; CSV and TFRecord by one pass over the file."""
+    path = Path(path)
+    if file_format(path) == "tfrecord":
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        return int(tf.data.TFRecordDataset(str(path)).reduce(np.int64(0), lambda n, _: n + 1))
+    source = _source(path)
+    if source.num_rows is not None:
+        return source.num_rows
+    first = source.columns[:1]
+    return sum(batch.num_rows for batch in source.batches(first, None, 0, 1, 1 << 16))
+
+
 @contextmanager
 def reader_errors() -> Iterator[None]:
     """Re-raise a `DataError` that TensorFlow wrapped during iteration as the one-line DataError."""

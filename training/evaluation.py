@@ -14,7 +14,16 @@ import numpy as np
 from ranker.keras_compat import tf
 from ranker.schema import Schema
 from training import metrics
-from training.data import EntityTables, ReadOptions, make_dataset, read_columns, reader_errors
+from training.data import (
+    DataError,
+    EntityTables,
+    ReadOptions,
+    column_names,
+    file_format,
+    make_dataset,
+    read_columns,
+    reader_errors,
+)
 
 ScoreFn = Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]]
 
@@ -44,8 +53,18 @@ def evaluate_file(
     """Per-output metrics of `score` on a labelled file, and the scores themselves."""
     dataset = make_dataset(path, schema, ReadOptions(batch_size=batch_size), tables=tables)
     scores, labels = score_dataset(score, dataset)
-    user_ids = read_columns(path, [schema.keys.user])[schema.keys.user]
-    return metrics.evaluate(schema, scores, labels, user_ids), scores
+    if not scores:
+        raise DataError(f"{path}: the file has no rows")
+    return metrics.evaluate(schema, scores, labels, user_ids(path, schema)), scores
+
+
+def user_ids(path: str | Path, schema: Schema) -> np.ndarray | None:
+    """The user key column of a labelled file, which GAUC groups by; None if the file has none
+    (a table without users: GAUC is then left out of the metrics)."""
+    path = Path(path)
+    if file_format(path) == "tfrecord" or schema.keys.user not in column_names(path):
+        return None
+    return read_columns(path, [schema.keys.user])[schema.keys.user]
 
 
 def saved_model_scorer(path: str | Path) -> ScoreFn:

@@ -231,11 +231,14 @@ def mae(labels: Any, predictions: Any) -> float:
 # ---- per-output evaluation -------------------------------------------------------------------
 
 
-def binary_metrics(labels: Any, scores: Any, groups: Any) -> dict[str, float]:
-    """auc, gauc (grouped by `groups`), logloss, calibration, ece and count of one binary output."""
+def binary_metrics(labels: Any, scores: Any, groups: Any = None) -> dict[str, float]:
+    """auc, gauc (grouped by `groups`; left out without groups), logloss, calibration, ece and
+    count of one binary output."""
+    result = {"auc": auc(labels, scores)}
+    if groups is not None:
+        result["gauc"] = gauc(labels, scores, groups)
     return {
-        "auc": auc(labels, scores),
-        "gauc": gauc(labels, scores, groups),
+        **result,
         "logloss": logloss(labels, scores),
         "calibration": calibration(labels, scores),
         "ece": expected_calibration_error(labels, scores),
@@ -256,16 +259,17 @@ def evaluate(
     schema: Schema,
     predictions: Mapping[str, Any],
     labels: Mapping[str, Any],
-    user_ids: Any,
+    user_ids: Any = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of every task and product: {output name: {metric: value}}.
 
     `predictions` is keyed by output name, `labels` by label column. A task with a condition is
     measured on rows where the condition label is 1; a product on all rows against the product
     of its tasks' labels (its prediction, if missing, is the product of theirs). GAUC groups by
-    `user_ids`. Regression tasks get rmse, mae and count.
+    `user_ids`, and is left out when they are None (data without a user column). Regression tasks
+    get rmse, mae and count.
     """
-    users = np.asarray(user_ids).ravel()
+    users = None if user_ids is None else np.asarray(user_ids).ravel()
     results: dict[str, dict[str, float]] = {}
     for task in schema.tasks:
         y, p = _floats(labels[task.label]), _floats(predictions[task.name])
@@ -275,7 +279,8 @@ def evaluate(
         if task.type == "regression":
             results[task.name] = regression_metrics(y[rows], p[rows])
         else:
-            results[task.name] = binary_metrics(y[rows], p[rows], users[rows])
+            groups = None if users is None else users[rows]
+            results[task.name] = binary_metrics(y[rows], p[rows], groups)
     for product in schema.products:
         tasks = [schema.task(name) for name in product.of]
         y = np.prod([_floats(labels[t.label]) for t in tasks], axis=0)

@@ -11,10 +11,13 @@ finished epoch. TensorBoard logs go to `MODELS/.runs/NAME/logs/`.
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,13 @@ from ranker.keras_compat import keras, tf
 from ranker.model import RankingModel, log_names
 from ranker.schema import Schema
 from training.config import TrainConfig
-from training.data import EntityTables, ReadOptions, make_dataset, reader_errors
+from training.data import (
+    EntityTables,
+    ReadOptions,
+    count_rows,
+    make_dataset,
+    reader_errors,
+)
 from training.distribute import Placement, placement_from_environment, set_precision
 from training.evaluation import evaluate_file, keras_scorer
 from training.export import write_version
@@ -44,6 +53,9 @@ class TrainResult:
     seconds: float = 0.0
     test_scores: dict[str, Any] = field(default_factory=dict)
     model: RankingModel | None = None  # the trained Keras model (e.g. for gate diagnostics)
+    # seconds of each epoch's training steps (validation excluded), and examples seen per epoch
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_examples: list[int] = field(default_factory=list)
 
 
 def find_split(data_dir: Path, split: str) -> Path:
@@ -62,9 +74,15 @@ def build_model(schema: Schema, architecture: str, config: TrainConfig) -> Ranki
         config.hparams,
         task_weights=config.task_weights,
         loss_weighting=config.loss_weighting,
+        train_metrics=config.train_metrics,
+        masked_loss=config.masked_loss,
     )
     optimizer = _optimizer(config)
-    model.compile(optimizer=optimizer, jit_compile=config.jit_compile or None)
+    model.compile(
+        optimizer=optimizer,
+        jit_compile=config.jit_compile or None,
+        steps_per_execution=config.steps_per_execution,
+    )
     return model
 
 
@@ -77,7 +95,12 @@ def train(
     resume: bool = False,
     verbose: bool = True,
 ) -> TrainResult:
-    """Trains `architecture` on DIR/train, stops early on DIR/val, evaluates on DIR/test, exports."""
+    """Trains `architecture` on DIR/train, stops early on DIR/val, evaluates on DIR/test, exports.
+
+    The weights `fit` ends with are saved under MODELS/.runs/NAME/trained/ before evaluation; if
+    evaluation or export then fails, a `TrainingKept` error says so in one line and `resume=True`
+    finishes the job from those weights without training again.
+    """
     started = time.perf_counter()
     data_dir, models_dir = Path(data_dir), Path(models_dir)
     if config.architecture is not None and config.architecture != architecture:
@@ -89,17 +112,27 @@ def train(
     schema = Schema.load(data_dir / "schema.yaml")
     _check_monitor(config, schema, architecture)
     paths = {split: find_split(data_dir, split) for split in SPLITS}
+    run_dir = models_dir / ".runs" / name
+    kept = KeptRun(run_dir / "trained")
+    finished = kept.load(architecture, schema) if resume else None
+    if finished is not None:
+        config = TrainConfig.model_validate(finished.config)
+        _say(verbose, f"resuming {name}: trained weights found in {kept.path}, not training again")
+    else:
+        with reader_errors():
+            config = config.resolved(count_rows(paths["train"]))
     keras.utils.set_random_seed(config.seed)
     policy = set_precision(config.mixed_precision)
     placement = placement_from_environment()
     _say(
-        verbose, f"training {name} ({architecture}) on {placement.description}, precision {policy}"
+        verbose,
+        f"training {name} ({architecture}) on {placement.description}, precision {policy}, "
+        f"batch {config.global_batch}, at most {config.epochs} epochs",
     )
 
     tables = _entity_tables(data_dir, schema, paths["train"])
-    train_data = _dataset(paths["train"], schema, config, placement, tables, shuffle=True)
-    val_data = _dataset(paths["val"], schema, config, placement, tables, shuffle=False)
-
+    with reader_errors():  # a test split that cannot be read fails now, not after training
+        make_dataset(paths["test"], schema, ReadOptions(), tables=tables)
     with placement.strategy.scope():
         model = build_model(schema, architecture, config)
     head_options = ReadOptions(batch_size=config.adapt_rows, labels=False)
@@ -110,10 +143,79 @@ def train(
         model(head)  # builds every layer, so BackupAndRestore can restore a killed run into it
     del head
 
-    run_dir = models_dir / ".runs" / name
-    if not resume and run_dir.exists():
-        shutil.rmtree(run_dir)
+    if finished is None:
+        if not resume and run_dir.exists():
+            shutil.rmtree(run_dir)
+        finished = _fit(model, paths, schema, config, placement, tables, run_dir, verbose)
+        # every worker takes part in saving (a collective under MultiWorkerMirroredStrategy);
+        # the others write to a scratch directory, as export does
+        if placement.is_chief:
+            kept.save(model, finished)
+        else:
+            _save_elsewhere(model, finished)
+    else:
+        model.load_weights(kept.weights).expect_partial()
+
+    try:
+        test, test_scores = evaluate_file(schema, keras_scorer(model), paths["test"], tables=tables)
+        if any(t.type == "binary" for t in schema.tasks) and not any(
+            "gauc" in v for v in test.values()
+        ):
+            _say(
+                verbose,
+                f"GAUC not reported: {paths['test'].name} has no user column "
+                f"{schema.keys.user!r} (schema.yaml keys.user names it)",
+            )
+        metadata = {
+            "architecture": architecture,
+            "train_config": config.model_dump(mode="json"),
+            "hparams": model.hparams.model_dump(mode="json"),
+            "test_metrics": test,
+            "data": {split: str(path.resolve()) for split, path in paths.items()},
+            "placement": placement.description,
+            "precision": policy,
+            "epochs_run": finished.epochs_run,
+            "best_epoch": finished.best_epoch,
+        }
+        version, path = write_version(
+            model, models_dir / name, metadata, paths.values(), placement.is_chief
+        )
+    except Exception as err:
+        if not placement.is_chief:
+            raise
+        raise TrainingKept(_one_line(err), kept.path) from err
+    if placement.is_chief and run_dir.exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return TrainResult(
+        name,
+        version,
+        path,
+        test,
+        finished.history,
+        time.perf_counter() - started,
+        test_scores,
+        model,
+        finished.epoch_seconds,
+        finished.epoch_examples,
+    )
+
+
+def _fit(
+    model: RankingModel,
+    paths: dict[str, Path],
+    schema: Schema,
+    config: TrainConfig,
+    placement: Placement,
+    tables: EntityTables | None,
+    run_dir: Path,
+    verbose: bool,
+) -> FitOutcome:
+    """`model.fit` with early stopping (restoring the best epoch) and per-epoch backups."""
+    train_data = _dataset(paths["train"], schema, config, placement, tables, shuffle=True)
+    val_data = _dataset(paths["val"], schema, config, placement, tables, shuffle=False)
     callbacks = _callbacks(config, run_dir, verbose)
+    progress = next(c for c in callbacks if isinstance(c, Progress))
+    stopping = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
     with reader_errors():
         history = model.fit(
             train_data,
@@ -122,33 +224,102 @@ def train(
             callbacks=callbacks,
             verbose=0,
         )
+    epochs_run = len(history.history.get("loss", []))
+    best = epochs_run
+    if stopping is not None and stopping.best_epoch is not None and stopping.best_weights:
+        best = int(stopping.best_epoch) + 1
+    examples = [steps * config.global_batch for steps in progress.epoch_steps]
+    return FitOutcome(
+        config=config.model_dump(mode="json"),
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        epochs_run=epochs_run,
+        best_epoch=best,
+        epoch_seconds=list(progress.epoch_seconds),
+        epoch_examples=examples,
+    )
 
-    test, test_scores = evaluate_file(schema, keras_scorer(model), paths["test"], tables=tables)
-    metadata = {
-        "architecture": architecture,
-        "train_config": config.model_dump(mode="json"),
-        "hparams": model.hparams.model_dump(mode="json"),
-        "test_metrics": test,
-        "data": {split: str(path.resolve()) for split, path in paths.items()},
-        "placement": placement.description,
-        "precision": policy,
-        "epochs_run": len(history.history.get("loss", [])),
-    }
-    version, path = write_version(
-        model, models_dir / name, metadata, paths.values(), placement.is_chief
-    )
-    if placement.is_chief and run_dir.exists():
-        shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    return TrainResult(
-        name,
-        version,
-        path,
-        test,
-        dict(history.history),
-        time.perf_counter() - started,
-        test_scores,
-        model,
-    )
+
+class TrainingKept(MtrankError):
+    """Evaluation or export failed after `fit`; the trained weights are on disk for `--resume`."""
+
+    def __init__(self, problem: str, kept: Path) -> None:
+        super().__init__(
+            f"{problem}; the trained weights are kept in {kept}: run the same command with "
+            "--resume to evaluate and export them without training again"
+        )
+        self.kept = kept
+
+
+@dataclass
+class FitOutcome:
+    """What `fit` produced besides the weights: the resolved config, history and timings."""
+
+    config: dict[str, Any]
+    history: dict[str, list[float]]
+    epochs_run: int
+    best_epoch: int
+    epoch_seconds: list[float]
+    epoch_examples: list[int]
+
+
+@dataclass
+class KeptRun:
+    """The weights a finished `fit` left under MODELS/.runs/NAME/trained/, with what made them."""
+
+    path: Path
+
+    @property
+    def weights(self) -> str:
+        return str(self.path / "weights")
+
+    def save(self, model: RankingModel, outcome: FitOutcome) -> None:
+        """Writes the weights, then `fit.json` last: a half-written directory is never taken."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir(parents=True)
+        model.save_weights(self.weights)
+        record = {
+            "architecture": model.architecture,
+            "schema": model.schema.to_dict(),
+            **asdict(outcome),
+        }
+        (self.path / "fit.json").write_text(json.dumps(record, indent=1))
+
+    def load(self, architecture: str, schema: Schema) -> FitOutcome | None:
+        """The outcome of a finished `fit` of this architecture and schema, if one is kept."""
+        record_file = self.path / "fit.json"
+        if not record_file.exists():
+            return None
+        record = json.loads(record_file.read_text())
+        if record.pop("architecture") != architecture:
+            raise ConfigError(
+                f"{self.path}: the kept weights are of another architecture; train without --resume"
+            )
+        if Schema.from_dict(record.pop("schema")) != schema:
+            raise ConfigError(
+                f"{self.path}: the kept weights were trained with another schema.yaml; "
+                "train without --resume"
+            )
+        return FitOutcome(**record)
+
+
+def _save_elsewhere(model: RankingModel, outcome: FitOutcome) -> None:
+    """A non-chief worker's part in saving the trained weights, written to a scratch directory."""
+    scratch = Path(tempfile.mkdtemp(prefix="mtrank-worker-"))
+    try:
+        KeptRun(scratch / "trained").save(model, outcome)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _one_line(err: BaseException) -> str:
+    """An error as one line: an MtrankError's own message, else its type and first line."""
+    if isinstance(err, MtrankError):
+        return str(err)
+    if isinstance(err, OSError) and err.strerror:
+        where = f"{err.filename}: " if err.filename else ""
+        return f"export failed: {where}{err.strerror}"
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def _dataset(
@@ -161,7 +332,7 @@ def _dataset(
 ) -> tf.data.Dataset:
     """One worker's shard of a split, batched per worker (the global batch split across workers)."""
     options = ReadOptions(
-        batch_size=max(config.batch_size // placement.num_workers, 1),
+        batch_size=max(config.global_batch // placement.num_workers, 1),
         shuffle=shuffle,
         shuffle_buffer=config.shuffle_buffer,
         seed=config.seed,
@@ -169,7 +340,12 @@ def _dataset(
         shard_index=placement.worker_index,
     )
     dataset = make_dataset(path, schema, options, tables=tables)
-    if placement.num_workers > 1:
+    if placement.num_workers == 1:
+        # a known length lets Keras run several steps per call (steps_per_execution)
+        with reader_errors():
+            batches = math.ceil(count_rows(path) / options.batch_size)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    else:
         # each worker already reads its own shard: no auto-sharding on top of it
         distribute = tf.data.Options()
         distribute.experimental_distribute.auto_shard_policy = (
@@ -199,11 +375,13 @@ def _entity_tables(data_dir: Path, schema: Schema, train_file: Path) -> EntityTa
 def _check_monitor(config: TrainConfig, schema: Schema, architecture: str) -> None:
     """An early-stopping monitor the model never logs is an error (Keras would only warn)."""
     monitor = config.early_stopping.monitor
-    names = log_names(schema, architecture)
-    logged = [f"{prefix}{name}" for prefix in ("val_", "") for name in names]
+    logged = log_names(schema, architecture, config.train_metrics)
     if config.early_stopping.enabled and monitor not in logged:
+        hint = ""
+        if f"val_{monitor}" in logged and monitor not in logged:
+            hint = " (training-data metrics are logged with train_metrics: true)"
         raise ConfigError(
-            f"early_stopping.monitor: {monitor!r} is not logged by this model; "
+            f"early_stopping.monitor: {monitor!r} is not logged by this model{hint}; "
             f"choose one of {logged}"
         )
 
@@ -225,7 +403,7 @@ def _callbacks(config: TrainConfig, run_dir: Path, verbose: bool) -> list[keras.
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), update_freq="epoch"),
-        Progress(config.epochs, config.batch_size, enabled=verbose),
+        Progress(config.epochs, config.global_batch, enabled=verbose),
     ]
     if config.early_stopping.enabled:
         callbacks.append(
@@ -246,16 +424,23 @@ class Progress(keras.callbacks.Callback):
 
     def __init__(self, epochs: int, batch_size: int, enabled: bool = True, every: int = 20) -> None:
         super().__init__()
+        # logs stay tensors: Keras would otherwise copy every metric to numpy after each step
+        self._supports_tf_logs = True
         self.epochs, self.batch_size, self.enabled, self.every = epochs, batch_size, enabled, every
         self.started = time.perf_counter()
+        # the training steps' wall time of each epoch (validation excluded) and its step count
+        self.epoch_seconds: list[float] = []
+        self.epoch_steps: list[int] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch, self.started = epoch, time.perf_counter()
+        self.last_batch, self.last_step_end = -1, self.started
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.last_batch, self.last_step_end = batch, time.perf_counter()
         if self.enabled and batch % self.every == 0 and sys.stderr.isatty():
             rate = (batch + 1) * self.batch_size / max(time.perf_counter() - self.started, 1e-9)
-            loss = (logs or {}).get("loss", float("nan"))
+            loss = float((logs or {}).get("loss", float("nan")))
             print(
                 f"\repoch {self.epoch + 1}/{self.epochs}  step {batch + 1}  loss {loss:.4f}  "
                 f"{rate / 1000:.1f}k examples/s",
@@ -264,6 +449,8 @@ class Progress(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_seconds.append(self.last_step_end - self.started)
+        self.epoch_steps.append(self.last_batch + 1)
         if not self.enabled:
             return
         seconds = time.perf_counter() - self.started

@@ -22,15 +22,19 @@ class ArchitectureConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # The defaults are the choices README's "Defaults" section measured on several datasets: with
+    # none of them, MMoE on the synthetic log stopped at epoch 1 (ids memorised) at 0.946 of the CTR
+    # oracle; with all three at 0.977.
     tower_units: list[int] = Field(default_factory=lambda: [32])
     activation: str = "relu"
-    dropout: float = 0.0
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     # L2 on the hashed (`num_buckets`) embedding tables: ids, which memorise after an epoch
-    embedding_l2: float = Field(default=0.0, ge=0.0)
+    embedding_l2: float = Field(default=1e-3, ge=0.0)
     # L2 on the vocabulary tables (category, country, ...): small, well covered; penalizing them
     # cost 0.008 of the CTR oracle's AUC on MMoE (README's quality section)
     vocabulary_embedding_l2: float = Field(default=0.0, ge=0.0)
-    cross_layers: int = Field(default=0, ge=0)
+    # DCN-v2 cross layers on the input vector (Wang et al., "DCN V2", WWW 2021): feature crosses
+    cross_layers: int = Field(default=2, ge=0)
     cross_projection_dim: int | None = Field(default=None, ge=1)
 
     def mlp(self, units: list[int], name: str) -> MLP:

@@ -29,7 +29,9 @@ def test_mmoe_with_one_expert_equals_shared_bottom_with_the_same_weights(
     bottom(features), mmoe(features)
     mmoe.feature_inputs[0].set_weights(bottom.feature_inputs[0].get_weights())
     mmoe.backbone.experts.experts[0].set_weights(bottom.backbone.bottom.get_weights())
-    for source, target in zip(bottom.towers, mmoe.towers, strict=True):
+    for source, target in zip(
+        bottom.towers + bottom.crosses, mmoe.towers + mmoe.crosses, strict=True
+    ):
         target.set_weights(source.get_weights())
     expected, got = bottom(features), mmoe(features)
     for name in schema.output_names:
@@ -167,7 +169,7 @@ def test_any_number_of_tasks_binary_and_regression(architecture: str, tasks: str
 
 def test_cross_layers_and_embedding_l2_are_applied(schema: Schema, data: tuple) -> None:
     features, _ = _batch(data, 128)
-    plain = RankingModel(schema, "mmoe")
+    plain = RankingModel(schema, "mmoe", {"cross_layers": 0, "embedding_l2": 0.0})
     crossed = RankingModel(schema, "mmoe", {"cross_layers": 2, "embedding_l2": 1e-3})
     plain(features), crossed(features)
     assert [layer.name for layer in crossed.crosses] == ["cross_0", "cross_1"]
@@ -176,8 +178,10 @@ def test_cross_layers_and_embedding_l2_are_applied(schema: Schema, data: tuple) 
     }
     assert any("cross_0" in name for name in extra)
     inputs = crossed.feature_inputs[0]
-    hashed = [f for f in inputs.features if f.name in inputs.embeddings and f.vocabulary is None]
+    hashed = [name for name in inputs.embeddings if name.startswith("hashed_")]
     assert hashed and len(hashed) < len(inputs.embeddings)  # the schema has both kinds of table
+    owners = {f.name for f in inputs.features if f.vocabulary is None and f.num_buckets}
+    assert {inputs.placement[name][0] for name in owners} == set(hashed)
     assert not plain.losses and len(crossed.losses) == len(hashed)
     assert float(tf.add_n(crossed.losses)) > 0.0
     both = RankingModel(schema, "mmoe", {"embedding_l2": 1e-3, "vocabulary_embedding_l2": 1e-3})

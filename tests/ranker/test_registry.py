@@ -1,7 +1,8 @@
 """Every registered architecture, end to end: build from a schema, train (the loss goes down),
 export a SavedModel, reload it in a fresh process that imports neither ranker nor TFRS, and get
 the same outputs from raw features. A new architecture is covered the day it is registered, and
-so are the options that add layers: DCN-v2 crosses, attention pooling of a sequence."""
+so are the options: the defaults (DCN-v2 crosses, dropout, embedding L2), the model without them
+(`+plain`), attention pooling of a sequence."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def _probe(n: int = 64) -> dict[str, np.ndarray]:
     return features
 
 
-VARIANTS = [*registry.names(), "mmoe+crosses", "mmoe+attention"]
+VARIANTS = [*registry.names(), "mmoe+plain", "mmoe+attention"]
+# the defaults have DCN-v2 crosses, dropout and embedding L2; "+plain" is the model without them
+PLAIN = {"cross_layers": 0, "dropout": 0.0, "embedding_l2": 0.0}
 
 
 def _attention_schema(schema: Schema) -> Schema:
@@ -77,7 +80,7 @@ def trained(schema: Schema, tmp_path_factory: pytest.TempPathFactory) -> dict:
         model = RankingModel(
             _attention_schema(schema) if extra == "attention" else schema,
             architecture,
-            {"cross_layers": 2} if extra == "crosses" else None,
+            PLAIN if extra == "plain" else None,
         )
         model.adapt([features])
         model.compile(optimizer=keras.optimizers.Adam(0.01))

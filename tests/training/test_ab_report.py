@@ -25,6 +25,8 @@ def test_wilson_interval_matches_hand_computed_values() -> None:
     low, high = wilson_interval(30, 1000)
     assert low < 0.03 < high and high - low < 0.03  # asymmetric around small rates
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    # exactly 0 and 1 at the ends, so `low <= value <= high` holds for a rate of 0 or 1
+    assert wilson_interval(0, 37)[0] == 0.0 and wilson_interval(37, 37)[1] == 1.0
     with pytest.raises(ValueError, match="successes"):
         wilson_interval(11, 10)
 

@@ -30,8 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="models directory; the export goes to OUT/NAME/VERSION/",
     )
-    parser.add_argument("--epochs", type=int, help="maximum epochs (overrides the config)")
-    parser.add_argument("--batch-size", type=int, help="global batch size (overrides the config)")
+    parser.add_argument(
+        "--epochs", type=int, help="the most epochs; early stopping may end sooner (default 20)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        help="global batch size, or 'auto' (the default: from the training rows, 128 to 4096)",
+    )
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
     parser.add_argument(
         "--config", type=Path, help="YAML training config (hparams, optimizer, early stopping, ...)"
@@ -40,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--name", help="export name (default: the architecture), e.g. to keep two ESMM bases apart"
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue a killed run from its last finished epoch"
+        "--resume",
+        action="store_true",
+        help="finish a run that trained but failed in evaluation or export, without training "
+        "again; or continue a killed run from its last finished epoch",
     )
     parser.add_argument(
         "--mixed-precision", action="store_true", help="mixed_float16 on GPU, mixed_bfloat16 on CPU"
@@ -48,19 +57,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from ranker.errors import ConfigError
     from training.config import TrainConfig
 
-    config = TrainConfig.load(args.config)
-    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
-    for key, value in overrides.items():
-        if value is not None and value < (0 if key == "seed" else 1):
-            raise ConfigError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
-    updates = {k: v for k, v in overrides.items() if v is not None}
-    if args.mixed_precision:
-        updates["mixed_precision"] = True
-    config = config.model_copy(update=updates)
+    config = TrainConfig.load(args.config).with_overrides(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        mixed_precision=True if args.mixed_precision else None,
+    )
     if not (args.data / "schema.yaml").exists():
         raise ConfigError(
             f"{args.data}: no schema.yaml (run `mtrank synth --out {args.data}` to make data)"
