@@ -43,8 +43,43 @@ class ExpertSet(keras.layers.Layer):
     def output_dim(self) -> int:
         return self.expert.units[-1]
 
+    def build(self, input_shape: Any) -> None:
+        """Creates every expert's weights up front (`call` reads their first kernels directly)."""
+        width = int(input_shape[-1])
+        for expert in self.experts:
+            for dense, fan_in in zip(expert.dense_layers, [width, *expert.units[:-1]], strict=True):
+                dense.build(tf.TensorShape([None, fan_in]))
+            for norm, units in zip(expert.norm_layers, expert.units, strict=False):
+                norm.build(tf.TensorShape([None, units]))  # none without batch_norm
+            expert.built = True
+        super().build(input_shape)
+
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        return tf.stack([e(x, training=training) for e in self.experts], axis=1)
+        """[B, D] -> [B, E, D_out]. The experts' first layers run as one matmul over their
+        concatenated kernels (the widest layer, on the whole input): one [D, E * H] product
+        instead of E of [D, H], the same weights and gradients."""
+        if self.expert.batch_norm:
+            return tf.stack([e(x, training=training) for e in self.experts], axis=1)
+        firsts = [expert.dense_layers[0] for expert in self.experts]
+        kernel = tf.concat([dense.kernel for dense in firsts], axis=1)
+        bias = tf.concat([dense.bias for dense in firsts], axis=0)
+        hidden = keras.activations.get(self.expert.activation)(
+            tf.nn.bias_add(tf.matmul(x, kernel), bias)
+        )
+        hidden = tf.reshape(hidden, [-1, self.num_experts, self.expert.units[0]])
+        if self.expert.dropout:
+            hidden = self.experts[0].dropout_layers[0](hidden, training=training)
+        if len(self.expert.units) == 1:
+            return hidden
+        outputs = []
+        for k, expert in enumerate(self.experts):
+            y = hidden[:, k, :]
+            for i in range(1, len(expert.units)):
+                y = expert.dense_layers[i](y)
+                if expert.dropout:
+                    y = expert.dropout_layers[i](y, training=training)
+            outputs.append(y)
+        return tf.stack(outputs, axis=1)
 
     def get_config(self) -> dict[str, Any]:
         return {
