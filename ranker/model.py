@@ -209,8 +209,16 @@ class RankingModel(tfrs.models.Model):
             regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
             # each replica's gradient is summed across replicas: scale to the global mean
             total = (loss + regularization) / float(replicas)
-        gradients = self.optimizer.compute_gradients(total, self.trainable_variables, tape=tape)
-        self.optimizer.apply_gradients([(_dense(g), v) for g, v in gradients])
+            scaled = total
+            if hasattr(self.optimizer, "get_scaled_loss"):  # mixed_float16's loss scaling
+                scaled = self.optimizer.get_scaled_loss(total)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        if hasattr(self.optimizer, "get_unscaled_gradients"):
+            gradients = self.optimizer.get_unscaled_gradients(gradients)
+        self.optimizer.apply_gradients(
+            [(_dense(g), v) for g, v in zip(gradients, variables, strict=True) if g is not None]
+        )
         return self._logs(inputs, loss, regularization, parts, self.train_metrics)
 
     def test_step(self, inputs: Any) -> dict[str, tf.Tensor]:
