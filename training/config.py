@@ -80,11 +80,15 @@ class TrainConfig(_Strict):
     mixed_precision: bool = False
     jit_compile: bool = False
     # training steps run per call into TensorFlow (Keras' steps_per_execution): fewer Python round
-    # trips per epoch; progress and batch callbacks then see every Nth step
-    steps_per_execution: int = Field(default=1, ge=1)
+    # trips per epoch (+15-25% examples/s at batch 1024 on two cores, benchmarks/peer_throughput.py);
+    # batch callbacks then see every Nth step. Multi-worker training runs one step per call.
+    steps_per_execution: int = Field(default=32, ge=1)
     # AUC/RMSE on the training batches too (costs time every step; validation ones always run)
     train_metrics: bool = False
     shuffle_buffer: int = Field(default=262_144, ge=1)
+    # a split whose tensors would take at most this many bytes is read once and kept in memory
+    # (training.memory); 0 streams every split from its file each epoch
+    memory_budget: int = Field(default=2 << 30, ge=0)
     adapt_rows: int = Field(default=100_000, ge=1)
     seed: int = Field(default=0, ge=0)
 

@@ -39,6 +39,7 @@ from training.data import (
 from training.distribute import Placement, placement_from_environment, set_precision
 from training.evaluation import evaluate_file, keras_scorer
 from training.export import write_version
+from training.memory import estimated_bytes, memory_dataset
 
 SPLITS = ("train", "val", "test")
 
@@ -67,7 +68,10 @@ def find_split(data_dir: Path, split: str) -> Path:
     raise MtrankError(f"{data_dir}: no {split}.parquet, {split}.csv or {split}.tfrecord")
 
 
-def build_model(schema: Schema, architecture: str, config: TrainConfig) -> RankingModel:
+def build_model(
+    schema: Schema, architecture: str, config: TrainConfig, steps_per_execution: int = 1
+) -> RankingModel:
+    """The compiled model. `steps_per_execution` > 1 needs datasets of known length (`train`'s)."""
     model = RankingModel(
         schema,
         architecture,
@@ -81,7 +85,7 @@ def build_model(schema: Schema, architecture: str, config: TrainConfig) -> Ranki
     model.compile(
         optimizer=optimizer,
         jit_compile=config.jit_compile or None,
-        steps_per_execution=config.steps_per_execution,
+        steps_per_execution=steps_per_execution,
     )
     return model
 
@@ -133,8 +137,10 @@ def train(
     tables = _entity_tables(data_dir, schema, paths["train"])
     with reader_errors():  # a test split that cannot be read fails now, not after training
         make_dataset(paths["test"], schema, ReadOptions(), tables=tables)
+    # a worker's shard has no length Keras could loop over: one step per call there
+    steps = config.steps_per_execution if placement.num_workers == 1 else 1
     with placement.strategy.scope():
-        model = build_model(schema, architecture, config)
+        model = build_model(schema, architecture, config, steps)
     head_options = ReadOptions(batch_size=config.adapt_rows, labels=False)
     with reader_errors():
         head = next(iter(make_dataset(paths["train"], schema, head_options, tables=tables)))
@@ -330,7 +336,10 @@ def _dataset(
     tables: EntityTables | None,
     shuffle: bool,
 ) -> tf.data.Dataset:
-    """One worker's shard of a split, batched per worker (the global batch split across workers)."""
+    """One worker's shard of a split, batched per worker (the global batch split across workers).
+
+    A single worker's split that fits `config.memory_budget` is read once into memory
+    (`training.memory`); anything else streams from the file every epoch."""
     options = ReadOptions(
         batch_size=max(config.global_batch // placement.num_workers, 1),
         shuffle=shuffle,
@@ -339,20 +348,23 @@ def _dataset(
         num_shards=placement.num_workers,
         shard_index=placement.worker_index,
     )
-    dataset = make_dataset(path, schema, options, tables=tables)
-    if placement.num_workers == 1:
-        # a known length lets Keras run several steps per call (steps_per_execution)
-        with reader_errors():
-            batches = math.ceil(count_rows(path) / options.batch_size)
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    else:
+    if placement.num_workers > 1:
         # each worker already reads its own shard: no auto-sharding on top of it
         distribute = tf.data.Options()
         distribute.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.OFF
         )
-        dataset = dataset.with_options(distribute)
-    return dataset
+        return make_dataset(path, schema, options, tables=tables).with_options(distribute)
+    with reader_errors():
+        rows = count_rows(path)
+    if estimated_bytes(schema, rows) <= config.memory_budget:
+        return memory_dataset(
+            path, schema, options.batch_size, shuffle=shuffle, seed=config.seed, tables=tables
+        )
+    # a known length lets Keras run several steps per call (steps_per_execution)
+    batches = math.ceil(rows / options.batch_size)
+    dataset = make_dataset(path, schema, options, tables=tables)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def _steps(path: Path, global_batch: int) -> int:
