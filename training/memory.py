@@ -16,8 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import ranker  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from ranker.keras_compat import tf
 from ranker.schema import Schema
@@ -54,20 +52,12 @@ def memory_dataset(
         features, labels = read_tensors(path, schema, tables=tables)
     columns = (features, labels)
     rows = int(next(iter(labels.values())).shape[0])
-    rng = np.random.default_rng(seed)
-
-    def batches() -> Any:
-        order = rng.permutation(rows) if shuffle else np.arange(rows)
-        for start in range(0, rows, batch_size):
-            yield order[start : start + batch_size]
 
     def gather(indices: tf.Tensor) -> Any:
         return tf.nest.map_structure(lambda column: tf.gather(column, indices), columns)
 
-    indices = tf.data.Dataset.from_generator(
-        batches, output_signature=tf.TensorSpec([None], tf.int64)
-    )
-    dataset = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    batches_per_epoch = -(-rows // batch_size)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches_per_epoch))
+    indices = tf.data.Dataset.range(rows)
+    if shuffle:  # the buffer holds every row index: a full permutation, new each epoch
+        indices = indices.shuffle(rows, seed=seed, reshuffle_each_iteration=True)
+    dataset = indices.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
