@@ -86,7 +86,7 @@ class RankingModel(tfrs.models.Model):
         # optional explicit feature crosses (DCN-v2) on the input vector, before the backbone
         self.crosses = [
             tfrs.layers.dcn.Cross(projection_dim=hp.cross_projection_dim, name=f"cross_{i}")
-            for i in range(hp.cross_layers)
+            for i in range(hp.crosses_for(self.schema.features))
         ]
         self.towers = [
             Tower(
@@ -197,7 +197,8 @@ class RankingModel(tfrs.models.Model):
         return self.loss_weighting(losses), parts
 
     def train_step(self, inputs: Any) -> dict[str, tf.Tensor]:
-        """One step through `optimizer.minimize`, which scales the loss under mixed_float16.
+        """One step: gradients of the loss (scaled and unscaled under mixed_float16's loss-scale
+        optimizer), embedding gradients made dense (`_dense`), then the optimizer's update.
 
         Task metrics (AUC, RMSE) are computed on the training batches only with
         `train_metrics=True`: they cost time every step and early stopping reads the validation
@@ -262,8 +263,8 @@ def _dense(gradient: Any) -> Any:
 
     Keras' Adam, given IndexedSlices, deduplicates the rows (Unique, a segment sum), scatters them
     into its moments and then updates the whole table, moments and weights, anyway: a dense
-    gradient does the same update with less work. On the wide table of benchmarks/peer_throughput.py
-    this took Adam from about 11 of MMoE's 15 ms per step (batch 1024) to ... ms.
+    gradient does the same update with less work. On the wide table of benchmarks/datasets.py (a
+    profile of MMoE's step at batch 1024) Adam's ops went from about 11 ms a step to about 2.
     """
     if isinstance(gradient, tf.IndexedSlices):
         return tf.convert_to_tensor(gradient)

@@ -2,7 +2,7 @@
 
 architecture: mmoe            # optional; must match --model when both are given
 hparams: {num_experts: 4, expert_units: [64], tower_units: [32]}
-optimizer: {name: adam, learning_rate: 0.002}
+optimizer: {name: adam, learning_rate: 0.001}
 batch_size: auto              # or a number; auto: from the training rows (see auto_batch_size)
 epochs: 20                    # the most epochs; early stopping ends the run before, at the best
 early_stopping: {patience: 2, monitor: val_loss}
@@ -30,7 +30,9 @@ class _Strict(BaseModel):
 
 class OptimizerConfig(_Strict):
     name: Literal["adam", "adagrad", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(default=0.002, gt=0)
+    # Adam's usual 1e-3: 2e-3 (the default before issue 13) was worse at the small batches the
+    # auto batch size gives small data (wide table: income AUC 0.822 against 0.833)
+    learning_rate: float = Field(default=0.001, gt=0)
     clipnorm: float | None = Field(default=None, gt=0)
 
 
