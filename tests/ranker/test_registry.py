@@ -1,7 +1,7 @@
 """Every registered architecture, end to end: build from a schema, train (the loss goes down),
 export a SavedModel, reload it in a fresh process that imports neither ranker nor TFRS, and get
 the same outputs from raw features. A new architecture is covered the day it is registered, and
-so are the options: the defaults (DCN-v2 crosses, dropout, embedding L2), the model without them
+so are the options: the defaults (DCN-v2 crosses, embedding L2), the model without them
 (`+plain`), attention pooling of a sequence."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _probe(n: int = 64) -> dict[str, np.ndarray]:
 
 
 VARIANTS = [*registry.names(), "mmoe+plain", "mmoe+attention"]
-# the defaults have DCN-v2 crosses, dropout and embedding L2; "+plain" is the model without them
+# the defaults have DCN-v2 crosses and embedding L2; "+plain" is the model without them
 PLAIN = {"cross_layers": 0, "dropout": 0.0, "embedding_l2": 0.0}
 
 
