@@ -79,7 +79,9 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mtrank-defaults-"))
     results: dict[str, Any] = {}
-    print("| dataset | architecture | config | batch | epochs (best) | test (AUC or MSE) | seconds |")
+    print(
+        "| dataset | architecture | config | batch | epochs (best) | test (AUC or MSE) | seconds |"
+    )
     print("|---|---|---|---|---|---|---|")
     for dataset in args.datasets.split(","):
         data = make(dataset, root, args.rows, args.seed)
@@ -97,7 +99,12 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
-            {"rows": args.rows, "seed": args.seed, "machine": platform.platform(), "results": results},
+            {
+                "rows": args.rows,
+                "seed": args.seed,
+                "machine": platform.platform(),
+                "results": results,
+            },
             indent=1,
         )
     )
