@@ -128,11 +128,12 @@ def train(
     keras.utils.set_random_seed(config.seed)
     policy = set_precision(config.mixed_precision)
     placement = placement_from_environment()
-    _say(
-        verbose,
-        f"training {name} ({architecture}) on {placement.description}, precision {policy}, "
-        f"batch {config.global_batch}, at most {config.epochs} epochs",
-    )
+    if finished is None:  # a resumed run only evaluates and exports
+        _say(
+            verbose,
+            f"training {name} ({architecture}) on {placement.description}, precision {policy}, "
+            f"batch {config.global_batch}, at most {config.epochs} epochs",
+        )
 
     tables = _entity_tables(data_dir, schema, paths["train"])
     with reader_errors():  # a test split that cannot be read fails now, not after training
