@@ -21,7 +21,7 @@ from ranker.layers.mlp import MLP
 from ranker.layers.tower import ScoreProduct, Tower
 from ranker.losses import FixedWeights, UncertaintyWeights
 from ranker.schema import Schema
-from ranker.tasks import build_objectives
+from ranker.tasks import Objective, build_objectives
 
 LossWeighting = Literal["fixed", "uncertainty"]
 # how a masked objective's loss is averaged: over the whole batch (observed rows' share of it
@@ -32,13 +32,18 @@ MaskedLoss = Literal["batch", "observed"]
 LOSS_NAMES = ("loss", "regularization_loss", "total_loss")
 
 
+def loss_names(objectives: Iterable[Objective]) -> list[str]:
+    """The losses a model logs (as means over an epoch's rows): the totals, then each objective's."""
+    return [*LOSS_NAMES, *(f"{objective.output}_loss" for objective in objectives)]
+
+
 def log_names(schema: Schema, architecture: str, train_metrics: bool = True) -> list[str]:
     """What `fit` logs each epoch for a model of `architecture`: on validation data (prefixed
     `val_`) each objective's metric, each objective's loss and the total losses; on training
     data the same, less the metrics unless `train_metrics`."""
     objectives = build_objectives(schema, registry.get(architecture).entire_space)
     metrics = [objective.metric_name for objective in objectives]
-    losses = [*LOSS_NAMES, *(f"{objective.output}_loss" for objective in objectives)]
+    losses = loss_names(objectives)
     validation = [f"val_{name}" for name in [*metrics, *losses]]
     return [*validation, *(metrics if train_metrics else []), *losses]
 
@@ -103,8 +108,9 @@ class RankingModel(tfrs.models.Model):
         if masked_loss not in ("batch", "observed"):
             raise ValueError(f"masked_loss must be 'batch' or 'observed', got {masked_loss!r}")
         self.masked_loss = masked_loss
-        tracked = [*LOSS_NAMES, *(f"{objective.output}_loss" for objective in self.objectives)]
-        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in tracked}
+        self.loss_trackers = {
+            name: keras.metrics.Mean(name=name) for name in loss_names(self.objectives)
+        }
         names = [objective.output for objective in self.objectives]
         self.loss_weighting: keras.layers.Layer
         if loss_weighting == "fixed":
@@ -207,7 +213,7 @@ class RankingModel(tfrs.models.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss, parts = self._objective_losses(inputs, True, self.train_metrics)
-            regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+            regularization = self._regularization()
             # each replica's gradient is summed across replicas: scale to the global mean
             total = (loss + regularization) / float(replicas)
             scaled = total
@@ -224,8 +230,12 @@ class RankingModel(tfrs.models.Model):
 
     def test_step(self, inputs: Any) -> dict[str, tf.Tensor]:
         loss, parts = self._objective_losses(inputs, False, compute_metrics=True)
-        regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+        regularization = self._regularization()
         return self._logs(inputs, loss, regularization, parts, task_metrics=True)
+
+    def _regularization(self) -> tf.Tensor:
+        """The sum of the layers' regularization losses (embedding L2, ...); 0 without any."""
+        return tf.add_n(self.losses) if self.losses else tf.constant(0.0)
 
     def _logs(
         self,

@@ -15,7 +15,6 @@ from ranker.keras_compat import tf
 from ranker.schema import Schema
 from training import metrics
 from training.data import (
-    DataError,
     EntityTables,
     ReadOptions,
     column_names,
@@ -53,8 +52,6 @@ def evaluate_file(
     """Per-output metrics of `score` on a labelled file, and the scores themselves."""
     dataset = make_dataset(path, schema, ReadOptions(batch_size=batch_size), tables=tables)
     scores, labels = score_dataset(score, dataset)
-    if not scores:
-        raise DataError(f"{path}: the file has no rows")
     return metrics.evaluate(schema, scores, labels, user_ids(path, schema)), scores
 
 

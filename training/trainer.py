@@ -391,7 +391,7 @@ def _check_monitor(config: TrainConfig, schema: Schema, architecture: str) -> No
     logged = log_names(schema, architecture, config.train_metrics)
     if config.early_stopping.enabled and monitor not in logged:
         hint = ""
-        if f"val_{monitor}" in logged and monitor not in logged:
+        if f"val_{monitor}" in logged:
             hint = " (training-data metrics are logged with train_metrics: true)"
         raise ConfigError(
             f"early_stopping.monitor: {monitor!r} is not logged by this model{hint}; "
