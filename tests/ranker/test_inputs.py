@@ -252,3 +252,22 @@ def test_attention_without_an_item_query_is_a_value_error_naming_the_sequence() 
     )
     with pytest.raises(ValueError, match="'user_id' is not an item categorical feature, so it"):
         FeatureInputs([user, recent])
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_call_on_encoded_features_equals_call_on_raw_ones(data: tuple, attention: bool) -> None:
+    schema = _attention_schema() if attention else click_log_schema()
+    layer = FeatureInputs(schema.features)
+    batch = {k: v[:16] for k, v in data[0].items()}
+    batch["price"] = np.where(np.arange(16) % 5 == 0, np.nan, batch["price"])  # NaNs filled alike
+    raw = layer(batch).numpy()
+    encoded = layer.encode(batch)
+    # the categoricals' rows and the numeric block replace them; sequences stay raw
+    categoricals = [f.name for f in schema.features if f.type == "categorical"]
+    assert not {*categoricals, "price"} & set(encoded) and "recent_items" in encoded
+    assert all(encoded[f"__encoded__{table}"].dtype == tf.int32 for table in layer.table_features)
+    np.testing.assert_allclose(layer(encoded).numpy(), raw, rtol=1e-6)
+    # a table's rows given, a raw categorical of another table still missing, is named
+    partial = {k: v for k, v in encoded.items() if k != "__encoded__numeric"}
+    with pytest.raises(FeatureError, match="missing feature 'price'"):
+        layer(partial)
