@@ -15,11 +15,12 @@ import msgpack
 import numpy as np
 import redis.asyncio
 
-from feature_store.codec import Row, Value, entity_prefix, parse_version, pointer_key
 from feature_store.errors import CorruptValue
+from feature_store.keys import entity_prefix, parse_version, pointer_key
+from feature_store.records import Row, Value
 from ranker.schema import Feature, Schema
+from serving.batcher import broadcast, check_value, column
 from serving.errors import InvalidInput
-from serving.features import broadcast, check_value, column
 
 PreviousValues = list[Value | None]
 """One entity's features as HEAD stored them: in its version's column order, None where missing."""
@@ -200,7 +201,7 @@ def previous_batch(found: PreviousFeatures, schema: Schema) -> dict[str, np.ndar
 
 
 def previous_column(feature: Feature, values: Sequence[Any]) -> np.ndarray:
-    """The previous `serving.features.column`: numbers fell back to the default one by one when
+    """The previous `serving.batcher.column`: numbers fell back to the default one by one when
     a stored value had the wrong type; strings and sequences are laid out as `column` still does."""
     if feature.type == "numeric":
         try:
@@ -211,7 +212,7 @@ def previous_column(feature: Feature, values: Sequence[Any]) -> np.ndarray:
 
 
 def previous_stored(feature: Feature, value: Any) -> Value:
-    """HEAD's `serving.features._stored`: a stored value checked by `check_value` (unchanged
+    """HEAD's `serving.batcher._stored`: a stored value checked by `check_value` (unchanged
     since HEAD), or the default if it is not of the feature's type."""
     try:
         return check_value(feature, value, ("store", feature.name))

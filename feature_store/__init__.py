@@ -8,7 +8,7 @@
 
 `StoreUnavailable` means the store did not answer within its timeout (50 ms by default): serve
 `OnlineFeatures.unavailable(user_id, item_ids)` (all defaults, degraded) instead. Layout in Redis:
-`feature_store.codec`; loading: `feature_store.materialize` (through `feature_store.writer`) and
+`feature_store.keys` and `feature_store.records`; loading: `feature_store.materialize` (through `feature_store.writer`) and
 `mtrank features materialize`. Importing this package opens nothing and imports neither
 TensorFlow nor pyarrow.
 """
@@ -21,8 +21,8 @@ from feature_store.errors import (
     StoreConfigError,
     StoreUnavailable,
 )
+from feature_store.online_features import OnlineFeatures, OnlineStore
 from feature_store.redis_store import RedisOnlineStore, open_async_store
-from feature_store.store import OnlineFeatures, OnlineStore
 
 __all__ = [
     "CacheConfig",

@@ -3,8 +3,8 @@
 Serving reads one user and hundreds of candidate items per request; a user who sends several
 requests in a row, or an item that is a candidate in most requests, need not be fetched every
 time. A cached row is the entity's stored value itself, the record bytes Redis returned (as
-`codec.Record.encode` wrote them), not a decoded row: a lookup decodes its cached and fetched
-values together in one `codec.Record.decode` call, so a hit saves the key and the bytes on the
+`records.Record.encode` wrote them), not a decoded row: a lookup decodes its cached and fetched
+values together in one `records.Record.decode` call, so a hit saves the key and the bytes on the
 wire, not the decode. Bytes are one object the garbage collector does not
 track, where a decoded row is a list of ~20 values (strings, floats, lists): hundreds of those
 entering the cache per lookup and surviving there kept the collector's older generations growing

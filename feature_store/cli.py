@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 from ranker.errors import MtrankError
 
 if TYPE_CHECKING:
+    from feature_store.online_features import OnlineFeatures
     from feature_store.redis_store import RedisOnlineStore
-    from feature_store.store import OnlineFeatures
     from feature_store.writer import StoreWriter
 
 MATERIALIZE_TIMEOUT_S = 60.0
@@ -74,7 +74,7 @@ def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _namespace(value: str) -> str:
-    from feature_store.codec import check_namespace
+    from feature_store.keys import check_namespace
 
     try:
         return check_namespace(value)

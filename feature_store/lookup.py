@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from feature_store.cache import MISSING, EntityCache, Missing
-from feature_store.codec import Layout, entity_prefix
-from feature_store.store import OnlineFeatures
+from feature_store.keys import entity_prefix
+from feature_store.online_features import OnlineFeatures
+from feature_store.records import Layout
 
 _CACHED = b"(cached)"
 """The key `Record.decode` is given for a cached value: never shown, since cached values decode."""

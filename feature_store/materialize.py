@@ -3,7 +3,7 @@
 `load_entity_files` reads and checks the file of every stored entity (user, item) that the schema
 has features for: missing file or column, wrong column type, null or duplicate key all raise a
 `DataFileError` naming the file, column and key, before anything is written. `write_entity_files`
-then sizes each entity's record (`codec.Record`: strings as wide as the longest value, sequences as
+then sizes each entity's record (`records.Record`: strings as wide as the longest value, sequences as
 long as the longest, cut to the schema's `max_length` since the model reads no more), writes the
 rows in batches into a new version of the tables, records its metadata, flips the
 live version to it, deletes the older versions (the one just replaced, and any version an
@@ -26,9 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from feature_store.codec import Column, Record, Row, StoredEntity, Value
+from feature_store.column_values import check_type, column_values, strings
 from feature_store.errors import DataFileError, FeatureStoreError
-from feature_store.values import check_type, column_values, strings
+from feature_store.keys import StoredEntity
+from feature_store.records import Column, Record, Row, Value
 from feature_store.writer import StoreWriter
 from ranker.schema import Feature, Schema
 
@@ -56,7 +57,7 @@ class EntityReport:
 
     entity: StoredEntity
     rows: int
-    record_bytes: int  # the size of each row's stored value (`codec.Record.size`)
+    record_bytes: int  # the size of each row's stored value (`records.Record.size`)
 
 
 @dataclass(frozen=True)

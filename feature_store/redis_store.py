@@ -6,7 +6,7 @@ version went live, the store forgets its cached rows and reads again from that v
 flip), so a reader never mixes two versions nor reads one that was deleted under it. The first
 read of a version also GETs its meta record in the same transaction, for the layout of its records
 (`Layout`), kept until the next flip. The records are read as one numpy structured array
-(`codec.Record.decode`) and the commands packed by hiredis (`connection`).
+(`records.Record.decode`) and the commands packed by hiredis (`connection`).
 
 A server-side Lua script doing the same in one atomic call (resolve the pointer, MGET, return the
 records joined) was measured and not adopted: no faster at p50, and Redis turning 501 values into
@@ -40,13 +40,14 @@ import redis
 import redis.asyncio
 
 from feature_store.cache import CacheConfig, EntityCache
-from feature_store.codec import DEFAULT_NAMESPACE, Layout, check_namespace, meta_key, parse_version
-from feature_store.codec import pointer_key as _pointer_key
 from feature_store.connection import locate
 from feature_store.embedded import EmbeddedRedis
 from feature_store.errors import StoreUnavailable
+from feature_store.keys import DEFAULT_NAMESPACE, check_namespace, meta_key, parse_version
+from feature_store.keys import pointer_key as _pointer_key
 from feature_store.lookup import Lookup
-from feature_store.store import OnlineFeatures
+from feature_store.online_features import OnlineFeatures
+from feature_store.records import Layout
 
 T = TypeVar("T")
 

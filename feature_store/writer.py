@@ -6,7 +6,7 @@ a Lua compare-and-set that moves `{namespace}:current` only forward (recording t
 first if no metadata was written), so of two materializations racing, the later-numbered one wins
 and the other's rows are discarded, never served. After a flip every older version is deleted:
 the one readers left, and any version an interrupted materialization left half-written. Layout:
-`feature_store.codec`.
+`feature_store.keys` and `feature_store.records`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 
 import redis
 
-from feature_store.codec import (
+from feature_store.connection import Endpoint, locate
+from feature_store.embedded import EmbeddedRedis
+from feature_store.errors import FeatureStoreError, StoreUnavailable
+from feature_store.keys import (
     DEFAULT_NAMESPACE,
-    Layout,
-    Record,
-    Row,
     StoredEntity,
     check_namespace,
     counter_key,
@@ -35,9 +35,7 @@ from feature_store.codec import (
     version_prefix,
     versions_pattern,
 )
-from feature_store.connection import Endpoint, locate
-from feature_store.embedded import EmbeddedRedis
-from feature_store.errors import FeatureStoreError, StoreUnavailable
+from feature_store.records import Layout, Record, Row
 
 T = TypeVar("T")
 
@@ -116,7 +114,7 @@ class StoreWriter:
     ) -> int:
         """Store `(entity_id, row)` pairs in `version`, `WRITE_BATCH` keys per round trip.
 
-        Each row is stored as a fixed-size record (`codec.Record`). The first write of `entity`
+        Each row is stored as a fixed-size record (`records.Record`). The first write of `entity`
         into `version` fixes its record: `record`, or by default the smallest that holds the rows
         given (`Record.infer`); `write_metadata` records it. Later writes of it must keep it
         (ValueError otherwise, as for a row with a feature outside it, or a string too wide).

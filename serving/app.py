@@ -25,13 +25,14 @@ from ranker.errors import MtrankError
 from serving.errors import install_error_handlers
 from serving.experiments import ExperimentsError, ExperimentsFile
 from serving.exposure import ExposureLog, ExposureRecorder
+from serving.feature_source import FeatureSource
 from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.middleware import ServiceMiddleware
+from serving.model_router import ExperimentRouter, ModelRouter
+from serving.ranking import Ranker
 from serving.routes import ROUTERS
-from serving.routing import ExperimentRouter, ModelRouter
 from serving.settings import Settings
-from serving.store import FeatureSource
 
 log = logging.getLogger("mtrank.serving")
 
@@ -76,16 +77,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     exposure_log = open_exposure_log(app, settings, metrics)
     features = FeatureSource.open(settings, metrics)
     executor = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="mtrank-model")
-    app.state.manager = manager
-    app.state.router = (
+    router = (
         ModelRouter(manager, settings.default_model)
         if experiments is None
         else ExperimentRouter(manager, experiments)
     )
     exposures = ExposureRecorder(exposure_log, executor, metrics)
-    app.state.exposures = exposures
+    app.state.manager = manager
     app.state.features = features
     app.state.executor = executor
+    app.state.ranker = Ranker(settings.max_items, router, features, metrics, executor, exposures)
     _freeze(settings)
     poller = None
     if settings.poll_interval_s > 0:

@@ -1,10 +1,10 @@
 """What routes get from the app, as `Annotated[..., Depends(...)]` aliases.
 
 Everything lives on `app.state`, put there by the lifespan (`serving.app`): the settings, the
-model manager, the router, the feature source, the metrics and the model-call thread pool.
-The dependencies are `async def` although they only read an attribute: FastAPI runs a plain
-`def` dependency in its worker thread pool, and those hops (one per dependency, eight on
-`/v1/rank`) cost more than the rest of the request's parsing.
+model manager, the feature source, the metrics, the model-call thread pool and the `Ranker`
+that runs `/v1/rank`. The dependencies are `async def` although they only read an attribute:
+FastAPI runs a plain `def` dependency in its worker thread pool, and those hops (one per
+dependency and request; `/v1/rank` had eight) cost more than the rest of the request's parsing.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from serving.errors import Forbidden, Unauthorized
+from serving.feature_source import FeatureSource
 from serving.manager import ModelManager
 from serving.metrics import Metrics
-from serving.routing import Router
+from serving.ranking import Ranker
 from serving.settings import Settings
-from serving.store import FeatureSource
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -33,8 +33,8 @@ async def get_manager(request: Request) -> ModelManager:
     return request.app.state.manager  # type: ignore[no-any-return]
 
 
-async def get_router(request: Request) -> Router:
-    return request.app.state.router  # type: ignore[no-any-return]
+async def get_ranker(request: Request) -> Ranker:
+    return request.app.state.ranker  # type: ignore[no-any-return]
 
 
 async def get_features(request: Request) -> FeatureSource:
@@ -51,7 +51,7 @@ async def get_executor(request: Request) -> ThreadPoolExecutor:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
-RouterDep = Annotated[Router, Depends(get_router)]
+RankerDep = Annotated[Ranker, Depends(get_ranker)]
 FeaturesDep = Annotated[FeatureSource, Depends(get_features)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ExecutorDep = Annotated[ThreadPoolExecutor, Depends(get_executor)]

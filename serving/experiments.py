@@ -35,8 +35,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ranker.config_files import describe_validation_error, read_yaml
 from ranker.errors import MtrankError
-from ranker.schema import describe_validation_error, read_yaml
 
 BUCKETS = 10_000
 _NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"

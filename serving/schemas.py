@@ -2,7 +2,7 @@
 
 Request bodies are validated by FastAPI (a wrong JSON type is a 422 naming the field; unknown
 keys are errors). Feature values are typed later, against the model's schema
-(`serving.features`). Responses are written as plain JSON for speed; the response models here
+(`serving.batcher`). Responses are written as plain JSON for speed; the response models here
 document them in the OpenAPI page.
 """
 

@@ -1,15 +1,15 @@
 """One exported model version, loaded with plain TensorFlow, checked and warmed before it serves.
 
-`Servable.load(path, name, version)` reads `metadata.json`, rebuilds the schema from it, loads the
-SavedModel, checks that the signature takes exactly the schema's features with the dtypes and
-ranks the schema implies and returns every output the metadata names, then calls it on a batch
-built from the metadata (warmup). Any failure is a `ModelLoadError`: the manager refuses the
+`Servable.load(path, name, version)` parses `metadata.json` (the export contract's
+`ExportMetadata`, `ranker.contract`), rebuilds the schema from it, loads the SavedModel, checks
+that the signature takes exactly the schema's features with the dtypes and ranks the contract
+gives them and returns every output the metadata names, then calls it on a batch built from the
+metadata (warmup). Any failure is a `ModelLoadError`: the manager refuses the
 version and keeps serving the one it has. No mtrank training code, no Keras, no TFRS.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -19,16 +19,24 @@ from typing import Any
 
 import numpy as np
 
+from ranker.contract import (
+    METADATA_FILE,
+    ExportMetadata,
+    MetadataInvalid,
+    MetadataMissing,
+    MetadataUnreadable,
+    signature_input,
+)
 from ranker.errors import MtrankError
-from ranker.schema import Feature, Schema
+from ranker.schema import Schema
+from serving.batcher import Batch, FeatureBatcher
 from serving.errors import ModelLoadError
-from serving.features import Batch, FeatureBatcher
 
 log = logging.getLogger("mtrank.serving")
 
-METADATA = "metadata.json"
-DEFAULT_SIGNATURE = "serving_default"
 WARMUP_CALLS = 3
+# how a metadata.json problem is reported in the model's status (TF Serving's error codes)
+_CODES = {MetadataMissing: "NOT_FOUND", MetadataUnreadable: "DATA_LOSS"}
 
 
 @dataclass(eq=False)
@@ -38,7 +46,7 @@ class Servable:
     name: str
     version: int
     path: Path
-    metadata: dict[str, Any]
+    metadata: ExportMetadata
     schema: Schema
     outputs: list[str]
     batcher: FeatureBatcher
@@ -52,11 +60,10 @@ class Servable:
         """Load, check and warm `path` (MODELS/NAME/VERSION); ModelLoadError says why not."""
         metadata = read_metadata(path)
         try:
-            schema = Schema.from_dict(metadata.get("schema"), source=f"{path / METADATA}: schema")
+            schema = metadata.model_schema(source=str(path / METADATA_FILE))
         except MtrankError as err:
             raise ModelLoadError(str(err), "INVALID_ARGUMENT") from None
-        outputs = list(metadata.get("outputs") or schema.output_names)
-        signature = metadata.get("signature", DEFAULT_SIGNATURE)
+        outputs, signature = list(metadata.outputs), metadata.signature
         if not (path / "saved_model.pb").is_file():
             raise ModelLoadError(f"{path}: no saved_model.pb", "NOT_FOUND")
 
@@ -135,16 +142,12 @@ class Servable:
         return str(self.version)
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
+def read_metadata(path: Path) -> ExportMetadata:
+    """PATH/metadata.json parsed, or a ModelLoadError of one line naming the file and field."""
     try:
-        metadata = json.loads((path / METADATA).read_text())
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path}: no {METADATA}", "NOT_FOUND") from None
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"{path / METADATA}: unreadable: {err}", "DATA_LOSS") from None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("schema"), dict):
-        raise ModelLoadError(f"{path / METADATA}: no 'schema' mapping", "INVALID_ARGUMENT")
-    return metadata
+        return ExportMetadata.read(path)
+    except (MetadataMissing, MetadataUnreadable, MetadataInvalid) as err:
+        raise ModelLoadError(str(err), _CODES.get(type(err), "INVALID_ARGUMENT")) from None
 
 
 def check_signature(path: Path, function: Any, schema: Schema, outputs: list[str]) -> None:
@@ -155,12 +158,13 @@ def check_signature(path: Path, function: Any, schema: Schema, outputs: list[str
         extra = sorted(set(specs) - set(expected))
         absent = sorted(set(expected) - set(specs))
         raise ModelLoadError(
-            f"{path}: the signature's inputs do not match the schema in {METADATA} "
+            f"{path}: the signature's inputs do not match the schema in {METADATA_FILE} "
             f"(only in the signature: {extra}; only in the schema: {absent})",
             "INVALID_ARGUMENT",
         )
     for name, spec in specs.items():
-        dtype, rank = _expected_spec(expected[name])
+        wanted = signature_input(expected[name])
+        dtype, rank = wanted.dtype, wanted.rank
         if spec.dtype.name != dtype or spec.shape.rank != rank:
             raise ModelLoadError(
                 f"{path}: input {name!r} is {spec.dtype.name} of rank {spec.shape.rank}, but "
@@ -174,12 +178,6 @@ def check_signature(path: Path, function: Any, schema: Schema, outputs: list[str
             f"{path}: the signature does not return {absent} (returns {sorted(returned)})",
             "INVALID_ARGUMENT",
         )
-
-
-def _expected_spec(feature: Feature) -> tuple[str, int]:
-    if feature.type == "numeric":
-        return "float32", 1
-    return "string", 2 if feature.type == "sequence" else 1
 
 
 def _one_line(err: BaseException) -> str:

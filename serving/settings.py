@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         "one, admin endpoints answer loopback clients only",
     )
 
-    # ---- A/B experiments (serving/experiments.py, serving/exposure.py) ----------------------
+    # ---- A/B experiments (serving/experiments.py, serving/exposure/) -----------------------
     experiments: Path | None = Field(
         default=None, description="experiments file (YAML): variants, weights, shadow models"
     )

@@ -20,8 +20,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ranker.config_files import describe_validation_error, read_yaml, validate_mapping
 from ranker.errors import ConfigError
-from ranker.schema import describe_validation_error, read_yaml, validate_mapping
 
 
 class _Strict(BaseModel):

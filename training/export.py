@@ -1,41 +1,32 @@
 """Export a trained RankingModel as a SavedModel that takes raw features and returns named scores.
 
-The `serving_default` signature takes one tensor per raw feature, named as in the schema (1-D
-`string` for categoricals, 1-D `float32` for numerics, 2-D `string` [batch, length] padded with ""
-for sequences) and returns one 1-D `float32` tensor per task and product. Only the model's variables
-are saved (no optimizer slots), and the result loads with plain TensorFlow: no mtrank, no TFRS.
+The `serving_default` signature takes one tensor per raw feature and returns one 1-D `float32`
+tensor per task and product, as `ranker.contract` (the export contract) says; metadata.json beside
+it is that contract's `ExportMetadata`. Only the model's variables are saved (no optimizer slots),
+and the result loads with plain TensorFlow: no mtrank, no TFRS.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+from ranker.contract import SIGNATURE, ExportMetadata, TrainingSummary, signature_inputs
 from ranker.keras_compat import tf
 from ranker.model import RankingModel
-from ranker.schema import Feature, Schema
-from training.evaluation import json_safe
-
-SIGNATURE = "serving_default"
-
-
-def input_spec(feature: Feature) -> tf.TensorSpec:
-    """The signature's tensor spec for one raw feature."""
-    if feature.type == "numeric":
-        return tf.TensorSpec([None], tf.float32, name=feature.name)
-    if feature.type == "sequence":
-        return tf.TensorSpec([None, None], tf.string, name=feature.name)
-    return tf.TensorSpec([None], tf.string, name=feature.name)
+from ranker.schema import Schema
 
 
 def signature_specs(schema: Schema) -> dict[str, tf.TensorSpec]:
-    return {feature.name: input_spec(feature) for feature in schema.features}
+    """The serving signature's tensor specs, one per raw feature (`ranker.contract`)."""
+    return {
+        name: tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=name)
+        for name, spec in signature_inputs(schema).items()
+    }
 
 
 class _Servable(tf.Module):
@@ -86,7 +77,7 @@ def fingerprint(paths: Iterable[Path]) -> str:
 def write_version(
     model: RankingModel,
     model_dir: Path,
-    metadata: dict[str, Any],
+    training: TrainingSummary,
     data_files: Iterable[Path],
     is_chief: bool = True,
 ) -> tuple[int, Path]:
@@ -103,22 +94,19 @@ def write_version(
         if not is_chief:
             return 0, staging
         version = next_version(model_dir)
-        full = {
-            "name": model_dir.name,
-            "version": version,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "schema": model.schema.to_dict(),
-            "outputs": model.schema.output_names,
-            "inputs": {
-                name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
-                for name, spec in signature_specs(model.schema).items()
-            },
-            "signature": SIGNATURE,
-            "data_fingerprint": fingerprint(data_files),
-            "versions": _versions(),
-            **metadata,
-        }
-        (staging / "model" / "metadata.json").write_text(json.dumps(json_safe(full), indent=2))
+        metadata = ExportMetadata(
+            name=model_dir.name,
+            version=version,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            schema=model.schema.to_dict(),
+            outputs=model.schema.output_names,
+            inputs=signature_inputs(model.schema),
+            signature=SIGNATURE,
+            data_fingerprint=fingerprint(data_files),
+            versions=_versions(),
+            **training.model_dump(),
+        )
+        metadata.write(staging / "model")
         target = model_dir / str(version)
         (staging / "model").rename(target)
         return version, target

@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ranker import registry
+from ranker.contract import TrainingSummary
 from ranker.errors import ConfigError, MtrankError
 from ranker.keras_compat import keras, tf
 from ranker.model import RankingModel, log_names
@@ -37,7 +38,7 @@ from training.data import (
     reader_errors,
 )
 from training.distribute import Placement, placement_from_environment, set_precision
-from training.evaluation import evaluate_file, keras_scorer
+from training.evaluation import evaluate_file, json_safe, keras_scorer
 from training.export import write_version
 from training.memory import estimated_bytes, memory_dataset
 
@@ -173,19 +174,19 @@ def train(
                 f"GAUC not reported: {paths['test'].name} has no user column "
                 f"{schema.keys.user!r} (schema.yaml keys.user names it)",
             )
-        metadata = {
-            "architecture": architecture,
-            "train_config": config.model_dump(mode="json"),
-            "hparams": model.hparams.model_dump(mode="json"),
-            "test_metrics": test,
-            "data": {split: str(path.resolve()) for split, path in paths.items()},
-            "placement": placement.description,
-            "precision": policy,
-            "epochs_run": finished.epochs_run,
-            "best_epoch": finished.best_epoch,
-        }
+        summary = TrainingSummary(
+            architecture=architecture,
+            train_config=config.model_dump(mode="json"),
+            hparams=model.hparams.model_dump(mode="json"),
+            test_metrics=json_safe(test),
+            data={split: str(path.resolve()) for split, path in paths.items()},
+            placement=placement.description,
+            precision=policy,
+            epochs_run=finished.epochs_run,
+            best_epoch=finished.best_epoch,
+        )
         version, path = write_version(
-            model, models_dir / name, metadata, paths.values(), placement.is_chief
+            model, models_dir / name, summary, paths.values(), placement.is_chief
         )
     except Exception as err:
         if not placement.is_chief:

@@ -11,10 +11,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ranker.config_files import describe_validation_error
 from ranker.errors import ConfigError
 from ranker.keras_compat import keras, tf
 from ranker.layers.mlp import MLP
-from ranker.schema import Feature, describe_validation_error
+from ranker.schema import Feature
 
 AUTO_CROSS_LAYERS = 2
 

@@ -92,11 +92,11 @@ class FeatureInputs(keras.layers.Layer):
         self.sequences = [f for f in parsed if f.type == "sequence"]
         # fused table (in `embeddings` order) -> its categoricals' names in schema order: the
         # columns of its rows
-        names: dict[str, list[str]] = {}
+        by_table: dict[str, list[str]] = {}
         for feature in self.categorical:
             table, _ = self.placement[self.owners[feature.name].name]
-            names.setdefault(table, []).append(feature.name)
-        self.table_features = {table: names[table] for table in self.embeddings if table in names}
+            by_table.setdefault(table, []).append(feature.name)
+        self.table_features = {t: by_table[t] for t in self.embeddings if t in by_table}
 
     def _fused_tables(
         self, features: list[Feature]

@@ -84,6 +84,6 @@ def _summary(manager: ModelManager, name: str) -> dict[str, Any]:
         "state": "AVAILABLE",
         "pinned": manager.pinned(name),
         "outputs": servable.outputs,
-        "created": servable.metadata.get("created"),
+        "created": servable.metadata.created,
         "path": str(servable.path),
     }

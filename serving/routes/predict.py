@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request, Response
 
 from serving.deps import ExecutorDep, ManagerDep, MetricsDep, SettingsDep
 from serving.errors import InvalidInput, NotFound, TooManyItems
-from serving.routing import serving_version
+from serving.model_call import run_model
+from serving.model_router import serving_version
 from serving.schemas import PredictRequest, PredictResponse
-from serving.scoring import run_model, scores_json, with_scores
-from serving.servable import DEFAULT_SIGNATURE
+from serving.score_json import scores_json, with_scores
 
 router = APIRouter(tags=["tf-serving"])
 
@@ -65,7 +65,7 @@ async def _predict(
         raise TooManyItems(
             ("body", "instances"), f"at most {settings.max_items} instances, got {n}", "too_long"
         )
-    signature = servable.metadata.get("signature", DEFAULT_SIGNATURE)
+    signature = servable.metadata.signature
     if body.signature_name not in (None, signature):
         raise InvalidInput(
             ("body", "signature_name"),

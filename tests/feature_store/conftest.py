@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from feature_store.cache import CacheConfig
-from feature_store.codec import Row, StoredEntity
+from feature_store.keys import StoredEntity
+from feature_store.records import Row
 from feature_store.redis_store import RedisOnlineStore, open_async_store
 from feature_store.writer import StoreWriter, open_writer
 from ranker.schema import Schema

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from feature_store.cache import MISSING, EntityCache, EntityCacheConfig
-from feature_store.codec import Column, Layout, Record, Row
 from feature_store.errors import CorruptValue
 from feature_store.lookup import Lookup
+from feature_store.records import Column, Layout, Record, Row
 
 LAYOUT = Layout(
     user=Record((Column("age", "numeric"),)),

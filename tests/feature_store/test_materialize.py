@@ -20,8 +20,8 @@ import redis
 
 from feature_store.errors import DataFileError
 from feature_store.materialize import materialize
+from feature_store.online_features import OnlineFeatures
 from feature_store.redis_store import RedisOnlineStore
-from feature_store.store import OnlineFeatures
 from feature_store.writer import StoreWriter
 from ranker.schema import Schema
 

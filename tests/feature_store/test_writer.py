@@ -7,7 +7,7 @@ import json
 import pytest
 import redis
 
-from feature_store.codec import Column, Record
+from feature_store.records import Column, Record
 from feature_store.writer import StoreWriter, VersionConflict
 
 

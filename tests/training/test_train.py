@@ -91,6 +91,7 @@ def test_keras_savedmodel_and_evaluate_agree(
 
 
 def test_keras_and_savedmodel_scores_match(synth_dir: Path, tmp_path: Path) -> None:
+    from ranker.contract import TrainingSummary
     from training.export import write_version
     from training.trainer import build_model
 
@@ -104,7 +105,17 @@ def test_keras_and_savedmodel_scores_match(synth_dir: Path, tmp_path: Path) -> N
         make_dataset(synth_dir / "train.parquet", schema, ReadOptions(batch_size=2048)).take(3),
         verbose=0,
     )
-    _, path = write_version(model, tmp_path / "ple", {}, [synth_dir / "schema.yaml"])
+    summary = TrainingSummary(
+        architecture="ple",
+        train_config={},
+        hparams={},
+        test_metrics={},
+        data={},
+        placement="CPU",
+        precision="float32",
+        epochs_run=1,
+    )
+    _, path = write_version(model, tmp_path / "ple", summary, [synth_dir / "schema.yaml"])
     keras_scores, _ = score_dataset(keras_scorer(model), dataset)
     served, _ = score_dataset(saved_model_scorer(path), dataset)
     for name in schema.output_names:

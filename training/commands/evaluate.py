@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ranker.contract import METADATA_FILE, ExportMetadata
 from ranker.errors import MtrankError
 
 
@@ -47,19 +48,16 @@ def resolve_version(path: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     version = resolve_version(args.model)
-    metadata_file = version / "metadata.json"
-    if not metadata_file.exists():
-        raise MtrankError(f"{version}: no metadata.json beside saved_model.pb")
+    if not (version / METADATA_FILE).exists():
+        raise MtrankError(f"{version}: no {METADATA_FILE} beside saved_model.pb")
     if not args.data.exists():
         raise MtrankError(f"{args.data}: no such file")
+    metadata = ExportMetadata.read(version)  # one line naming the file and field if it is bad
 
     import ranker  # noqa: F401  (Keras 2 mode before TensorFlow loads)
-    from ranker.schema import Schema
     from training.evaluation import evaluate_file, json_safe, saved_model_scorer
 
-    schema = Schema.from_dict(
-        json.loads(metadata_file.read_text())["schema"], source=str(metadata_file)
-    )
+    schema = metadata.model_schema(source=str(version / METADATA_FILE))
     results, _ = evaluate_file(
         schema, saved_model_scorer(version), args.data, batch_size=args.batch_size
     )

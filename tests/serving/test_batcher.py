@@ -1,14 +1,14 @@
-"""Raw values to signature tensors (serving.features): typing by the schema, defaults, padding."""
+"""Raw values to signature tensors (serving.batcher): typing by the schema, defaults, padding."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from feature_store.store import OnlineFeatures
+from feature_store.online_features import OnlineFeatures
 from ranker.schema import Schema
+from serving.batcher import FeatureBatcher, pad
 from serving.errors import InvalidInput
-from serving.features import FeatureBatcher, pad
 
 SCHEMA = Schema.from_dict(
     {

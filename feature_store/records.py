@@ -1,18 +1,6 @@
-"""How entities are laid out in Redis: versioned tables, one key per entity, one fixed-size record each.
+"""The record stored under an entity key, and the layout of a version's records.
 
-Key format, pinned byte for byte by the tests (change it only together with a migration)::
-
-    {namespace}:current                     the live version N, in ASCII decimal: b"7"
-    {namespace}:version                     INCR counter that hands out version numbers
-    {namespace}:v{N}:user:{user_id}         e.g. b"mtrank:v7:user:u42"
-    {namespace}:v{N}:item:{item_id}         e.g. b"mtrank:v7:item:1007"
-    {namespace}:v{N}:meta                   JSON: what version N holds, its record layouts
-
-A materialization writes version N = INCR {namespace}:version, then sets {namespace}:current to N
-(a compare-and-set that only moves forward), then deletes every older version. Readers resolve
-`current` in the same round trip as their MGET, so they never see a half-written version.
-
-The value of an entity key is a fixed-size binary record: the entity's stored features one after
+The value of an entity key (`feature_store.keys`) is a fixed-size binary record: the entity's stored features one after
 the other, in the order and sizes that version N's meta record gives under `"columns"` (`Record`,
 one per entity kind): a numeric feature is a little-endian float32 (NaN if missing); a categorical
 one its UTF-8 bytes, NUL-padded to the column's `width` (all NUL, i.e. "", if missing); a sequence
@@ -31,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -40,75 +27,12 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from feature_store.errors import CorruptValue
+from feature_store.keys import StoredEntity, key_name
 
-StoredEntity = Literal["user", "item"]
 ColumnType = Literal["categorical", "numeric", "sequence"]
 Value = str | float | list[str]
 Row = dict[str, Value]
 """One entity's features by name: what writers are given, and what `Record.values` gives back."""
-
-DEFAULT_NAMESPACE = "mtrank"
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def check_namespace(namespace: str) -> str:
-    """Return `namespace` if it can prefix keys and SCAN patterns safely, else raise ValueError."""
-    if not _NAMESPACE.match(namespace):
-        raise ValueError(f"namespace must be letters, digits, '_', '.' or '-', got {namespace!r}")
-    return namespace
-
-
-def pointer_key(namespace: str) -> bytes:
-    """The key holding the live version number: b"{namespace}:current"."""
-    return f"{namespace}:current".encode()
-
-
-def counter_key(namespace: str) -> bytes:
-    """The counter that hands out version numbers: b"{namespace}:version"."""
-    return f"{namespace}:version".encode()
-
-
-def version_prefix(namespace: str, version: int) -> bytes:
-    """The bytes every key of one version starts with: b"{namespace}:v{version}:"."""
-    return f"{namespace}:v{version}:".encode()
-
-
-def versions_pattern(namespace: str) -> bytes:
-    """A SCAN pattern matching the keys of every version of `namespace`."""
-    return f"{namespace}:v[0-9]*:*".encode()
-
-
-def key_version(namespace: str, key: bytes) -> int | None:
-    """The N of a key b"{namespace}:v{N}:...", or None if `key` is not a versioned key."""
-    head = f"{namespace}:v".encode()
-    if not key.startswith(head):
-        return None
-    digits, sep, _ = key[len(head) :].partition(b":")
-    return int(digits) if sep and digits.isdigit() else None
-
-
-def entity_prefix(namespace: str, version: int, entity: StoredEntity) -> bytes:
-    """The bytes every key of `entity` in `version` starts with: b"{namespace}:v{N}:{entity}:"."""
-    return version_prefix(namespace, version) + f"{entity}:".encode()
-
-
-def entity_key(namespace: str, version: int, entity: StoredEntity, entity_id: str) -> bytes:
-    """The Redis key of one entity: b"{namespace}:v{N}:{entity}:{entity_id}" (id in UTF-8)."""
-    return entity_prefix(namespace, version, entity) + entity_id.encode()
-
-
-def meta_key(namespace: str, version: int) -> bytes:
-    """The key of the materialization record of one version: b"{namespace}:v{N}:meta"."""
-    return version_prefix(namespace, version) + b"meta"
-
-
-def parse_version(blob: bytes | str | None, key: bytes) -> int | None:
-    """The version stored at the pointer key (None when nothing was ever flipped)."""
-    if blob is None:
-        return None
-    if not blob.isdigit():
-        raise CorruptValue(f"value at {_name(key)!r} is not a version: {blob!r}")
-    return int(blob)
 
 
 @dataclass(frozen=True)
@@ -256,7 +180,7 @@ class Record:
         if set(map(len, values)) - {size}:
             at = next(i for i, blob in enumerate(values) if len(blob) != size)
             raise CorruptValue(
-                f"value at {_name(keys[at])!r} is {len(values[at])} bytes, not a record of this "
+                f"value at {key_name(keys[at])!r} is {len(values[at])} bytes, not a record of this "
                 f"version ({size} bytes: {', '.join(self.names) or 'no columns'})"
             )
         if size == 0:
@@ -311,7 +235,9 @@ class Layout:
     def from_meta(cls, blob: bytes | str | None, key: bytes) -> Layout:
         """The layout recorded in the meta record `blob` read at `key` (CorruptValue if none)."""
         if blob is None:
-            raise CorruptValue(f"{_name(key)!r} is missing: the live version has no record layout")
+            raise CorruptValue(
+                f"{key_name(key)!r} is missing: the live version has no record layout"
+            )
         try:
             columns: Any = json.loads(blob)["columns"]
             return cls(
@@ -320,7 +246,7 @@ class Layout:
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise CorruptValue(
-                f'{_name(key)!r} has no record layout ("columns" of typed columns): written by an '
+                f'{key_name(key)!r} has no record layout ("columns" of typed columns): written by an '
                 "older mtrank? materialize again"
             ) from None
 
@@ -374,7 +300,3 @@ def _bytes(column: Column, value: Any) -> bytes:
             f"column {column.name!r}: {value!r} contains NUL, which records cannot hold"
         )
     return encoded
-
-
-def _name(key: bytes) -> str:
-    return key.decode(errors="replace")

@@ -1,16 +1,14 @@
-"""The score rows of a response (serving.scoring.scores_json): JSON that parses back to the
+"""The score rows of a response (serving.score_json.scores_json): JSON that parses back to the
 float32 scores rounded to 8 decimals, in request order, whatever the names and ids hold."""
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import numpy as np
 import pytest
 
-from serving import deps, exposure
-from serving.scoring import scores_json, with_scores
+from serving.score_json import scores_json, with_scores
 
 
 def test_rows_are_pinned_byte_for_byte() -> None:
@@ -65,19 +63,3 @@ def test_with_scores_appends_the_encoded_rows_last() -> None:
     text = with_scores({"model": "m", "variant": None}, "scores", '[{"ctr":0.50000000}]')
     assert text == '{"model": "m", "variant": null,"scores":[{"ctr":0.50000000}]}'
     assert json.loads(with_scores({}, "predictions", "[]")) == {"predictions": []}
-
-
-def test_dependencies_run_on_the_event_loop() -> None:
-    """A plain `def` dependency runs in FastAPI's thread pool: one thread hop per dependency
-    per request, which cost /v1/rank about 1 ms of its latency on 2 cores."""
-    for function in (
-        deps.get_settings,
-        deps.get_manager,
-        deps.get_router,
-        deps.get_features,
-        deps.get_metrics,
-        deps.get_executor,
-        deps.require_admin,
-        exposure.get_exposures,
-    ):
-        assert inspect.iscoroutinefunction(function), function.__name__

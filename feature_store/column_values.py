@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from feature_store.codec import Value
 from feature_store.errors import DataFileError
+from feature_store.records import Value
 from ranker.schema import Feature
 
 

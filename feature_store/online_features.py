@@ -15,7 +15,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from feature_store.codec import Layout, Record, Row, Value
+from feature_store.records import Layout, Record, Row, Value
 from ranker.schema import Feature, Schema
 
 
@@ -23,7 +23,7 @@ from ranker.schema import Feature, Schema
 class OnlineFeatures:
     """The stored features of one user and a list of candidate items, as read in one round trip.
 
-    Records are kept as stored (`codec.Record`): `user_row` is the user's record (a structured
+    Records are kept as stored (`records.Record`): `user_row` is the user's record (a structured
     array of one, in `layout.user`), None when the store has no row for the user; `item_rows` holds
     one record per candidate in `layout.item`, in request order, all values missing for the items
     at `absent_items` (the positions the store has no row for). `degraded` is True when the store

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from feature_store.column_values import column_values
 from feature_store.errors import DataFileError
-from feature_store.values import column_values
 from ranker.schema import Feature
 
 

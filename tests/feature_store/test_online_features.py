@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from feature_store.codec import Column, Layout, Record
-from feature_store.store import OnlineFeatures
+from feature_store.online_features import OnlineFeatures
+from feature_store.records import Column, Layout, Record
 from ranker.schema import Schema
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from feature_store.store import OnlineFeatures
+from feature_store.online_features import OnlineFeatures
 from ranker.schema import Feature, Schema
 from serving.errors import InvalidInput, Loc
 

@@ -1,36 +1,15 @@
-"""The model call of a request, off the event loop, and the score rows of a response.
-
-One SavedModel call per request scores every candidate; it runs in the app's model thread pool
-so the event loop keeps accepting and parsing other requests meanwhile.
-"""
+"""The score rows of a response, written as JSON without a dict per row."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 import numpy as np
 
-from serving.features import Batch
-from serving.metrics import Metrics
-from serving.servable import Servable
-
 _SCALE = 10**8  # scores are written with 8 decimals
-
-
-async def run_model(
-    servable: Servable, batch: Batch, executor: ThreadPoolExecutor, metrics: Metrics
-) -> dict[str, np.ndarray]:
-    """`servable.predict(batch)` in `executor`; its latency goes to mtrank_model_latency_seconds."""
-    started = time.perf_counter()
-    scores = await asyncio.get_running_loop().run_in_executor(executor, servable.predict, batch)
-    metrics.model_latency.labels(servable.name).observe(time.perf_counter() - started)
-    return scores
 
 
 def scores_json(
