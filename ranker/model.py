@@ -155,7 +155,7 @@ class RankingModel(tfrs.models.Model):
     ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
         encoded = [self._cross(inputs(features)) for inputs in self.feature_inputs]
         x = encoded if self.separate_inputs else encoded[0]
-        representations, gates = self.backbone.call_with_gates(x, training=training)
+        representations, gates = self.backbone(x, training=training, gates=True)
         scores = {
             task.name: tower(rep, training=training)
             for task, tower, rep in zip(

@@ -97,8 +97,14 @@ class Backbone(keras.layers.Layer):
     def from_hparams(cls, hp: Any, num_tasks: int) -> Backbone:
         raise NotImplementedError
 
-    def call(self, x: Any, training: bool | None = None) -> list[tf.Tensor]:
-        return self.call_with_gates(x, training=training)[0]
+    def call(
+        self, x: Any, training: bool | None = None, gates: bool = False
+    ) -> list[tf.Tensor] | tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
+        """The task representations; with `gates=True`, `call_with_gates`'s pair. Callers go
+        through `__call__` (`backbone(x, gates=True)`), which marks the layer built, so that a
+        SavedModel export serializes it fully."""
+        representations, weights = self.call_with_gates(x, training=training)
+        return (representations, weights) if gates else representations
 
     def call_with_gates(
         self, x: Any, training: bool | None = None

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 
 from ranker.architectures.base import ArchitectureConfig, Backbone
-from ranker.keras_compat import keras, tf
+from ranker.keras_compat import tf
 from ranker.layers.cgc import CGC
 from ranker.layers.mlp import MLP
 from ranker.registry import register
@@ -54,7 +54,7 @@ class CustomizedGateControl(Backbone):
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
-            "expert": keras.layers.serialize(self.level.expert),
+            "expert": self.level.expert_config,
             "specific_experts": self.level.specific_experts,
             "shared_experts": self.level.shared_experts,
         }

@@ -47,7 +47,7 @@ class ESMM(Backbone):
     def call_with_gates(
         self, x: tf.Tensor, training: bool | None = None
     ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
-        return self.base.call_with_gates(x, training=training)
+        return self.base(x, training=training, gates=True)  # type: ignore[no-any-return]
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "base": keras.layers.serialize(self.base)}

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 
 from ranker.architectures.base import ArchitectureConfig, Backbone
-from ranker.keras_compat import keras, tf
+from ranker.keras_compat import tf
 from ranker.layers.cgc import CGC
 from ranker.layers.mlp import MLP
 from ranker.registry import register
@@ -42,11 +42,10 @@ class ProgressiveLayeredExtraction(Backbone):
         super().__init__(num_tasks, **kwargs)
         if levels < 1:
             raise ValueError(f"PLE levels must be >= 1, got {levels}")
-        self.expert = keras.layers.deserialize(expert) if isinstance(expert, dict) else expert
         self.levels = [
             CGC(
                 num_tasks,
-                self.expert,
+                expert,
                 specific_experts,
                 shared_experts,
                 emit_shared=level < levels - 1,
@@ -76,7 +75,7 @@ class ProgressiveLayeredExtraction(Backbone):
         first = self.levels[0]
         return {
             **super().get_config(),
-            "expert": keras.layers.serialize(self.expert),
+            "expert": first.expert_config,
             "levels": len(self.levels),
             "specific_experts": first.specific_experts,
             "shared_experts": first.shared_experts,

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from ranker.architectures.base import ArchitectureConfig, Backbone
 from ranker.keras_compat import keras, tf
-from ranker.layers.mlp import MLP
+from ranker.layers.mlp import MLP, template_config
 from ranker.registry import register
 
 
@@ -29,8 +29,9 @@ class SingleTask(Backbone):
 
     def __init__(self, num_tasks: int, network: MLP | dict[str, Any], **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
-        self.network = keras.layers.deserialize(network) if isinstance(network, dict) else network
-        self.networks = [self.network.clone(name=f"task_{k}_network") for k in range(num_tasks)]
+        template = keras.layers.deserialize(network) if isinstance(network, dict) else network
+        self.networks = [template.clone(name=f"task_{k}_network") for k in range(num_tasks)]
+        self._template_name = template.name  # only the clones are kept (mlp.template_config)
 
     @classmethod
     def from_hparams(cls, hp: Any, num_tasks: int) -> SingleTask:
@@ -44,4 +45,5 @@ class SingleTask(Backbone):
         return [net(xk, training=training) for net, xk in zip(self.networks, x, strict=True)], {}
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "network": keras.layers.serialize(self.network)}
+        network = template_config(self.networks[0], self._template_name)
+        return {**super().get_config(), "network": network}

@@ -44,7 +44,6 @@ class CGC(keras.layers.Layer):
         if isinstance(expert, dict):
             expert = keras.layers.deserialize(expert)
         self.num_tasks = int(num_tasks)
-        self.expert = expert
         self.specific_experts = int(specific_experts)
         self.shared_experts = int(shared_experts)
         self.emit_shared = bool(emit_shared)
@@ -87,11 +86,16 @@ class CGC(keras.layers.Layer):
             gates.append(weights)
         return outputs, gates
 
+    @property
+    def expert_config(self) -> dict[str, Any]:
+        """The serialized template `expert` its expert sets were cloned from (none keeps it)."""
+        return (self.shared or self.task_experts[0]).expert_config
+
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "num_tasks": self.num_tasks,
-            "expert": keras.layers.serialize(self.expert),
+            "expert": self.expert_config,
             "specific_experts": self.specific_experts,
             "shared_experts": self.shared_experts,
             "emit_shared": self.emit_shared,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ranker.keras_compat import keras, tf
-from ranker.layers.mlp import MLP
+from ranker.layers.mlp import MLP, template_config
 
 
 def mix(experts: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
@@ -23,7 +23,10 @@ def mix(experts: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
 
 @keras.utils.register_keras_serializable(package="mtrank")
 class ExpertSet(keras.layers.Layer):
-    """`num_experts` copies of the `expert` network (fresh weights each), stacked to [B, E, D]."""
+    """`num_experts` copies of the `expert` network (fresh weights each), stacked to [B, E, D].
+
+    `expert` is a template: only its clones are kept (`ranker.layers.mlp.template_config`).
+    """
 
     def __init__(self, expert: MLP | dict[str, Any], num_experts: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -35,13 +38,23 @@ class ExpertSet(keras.layers.Layer):
             raise ValueError(f"ExpertSet expert must be an MLP, got {type(expert).__name__}")
         if not expert.units:
             raise ValueError("ExpertSet expert must have at least one layer, got MLP(units=[])")
-        self.expert = expert
         self.num_experts = int(num_experts)
         self.experts = [expert.clone(name=f"expert_{i}") for i in range(self.num_experts)]
+        self._template_name = expert.name
+
+    @property
+    def template(self) -> MLP:
+        """The first expert: every expert has the template's configuration."""
+        return self.experts[0]
+
+    @property
+    def expert_config(self) -> dict[str, Any]:
+        """The serialized template `expert` (what `ExpertSet(expert=...)` accepts)."""
+        return template_config(self.template, self._template_name)
 
     @property
     def output_dim(self) -> int:
-        return self.expert.units[-1]
+        return self.template.units[-1]
 
     def build(self, input_shape: Any) -> None:
         """Creates every expert's weights up front (`call` reads their first kernels directly)."""
@@ -58,18 +71,19 @@ class ExpertSet(keras.layers.Layer):
         """[B, D] -> [B, E, D_out]. The experts' first layers run as one matmul over their
         concatenated kernels (the widest layer, on the whole input): one [D, E * H] product
         instead of E of [D, H], the same weights and gradients."""
-        if self.expert.batch_norm:
+        template = self.template
+        if template.batch_norm:
             return tf.stack([e(x, training=training) for e in self.experts], axis=1)
         firsts = [expert.dense_layers[0] for expert in self.experts]
         kernel = tf.concat([dense.kernel for dense in firsts], axis=1)
         bias = tf.concat([dense.bias for dense in firsts], axis=0)
-        hidden = keras.activations.get(self.expert.activation)(
+        hidden = keras.activations.get(template.activation)(
             tf.nn.bias_add(tf.matmul(x, kernel), bias)
         )
-        hidden = tf.reshape(hidden, [-1, self.num_experts, self.expert.units[0]])
-        if self.expert.dropout:
+        hidden = tf.reshape(hidden, [-1, self.num_experts, template.units[0]])
+        if template.dropout:
             hidden = self.experts[0].dropout_layers[0](hidden, training=training)
-        if len(self.expert.units) == 1:
+        if len(template.units) == 1:
             return hidden
         outputs = []
         for k, expert in enumerate(self.experts):
@@ -84,7 +98,7 @@ class ExpertSet(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
-            "expert": keras.layers.serialize(self.expert),
+            "expert": self.expert_config,
             "num_experts": self.num_experts,
         }
 

@@ -101,3 +101,15 @@ class MLP(keras.layers.Layer):
         config = self.get_config()
         config["name"] = name
         return MLP.from_config(config)
+
+
+def template_config(clone: MLP, name: str) -> dict[str, Any]:
+    """The serialized template a layer cloned `clone` from, named `name` again.
+
+    Layers that replicate a template MLP (expert sets, per-task networks) keep only the clones: a
+    kept template is never called, so it stays unbuilt and every SavedModel export warned about
+    it ("Skipping full serialization"). Their `get_config` rebuilds the template from a clone.
+    """
+    config: dict[str, Any] = keras.layers.serialize(clone)
+    config["config"]["name"] = name
+    return config
