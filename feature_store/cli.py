@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -141,7 +140,9 @@ async def _lookup(store: RedisOnlineStore, user_id: str, item_ids: list[str]) ->
 
 def _url(args: argparse.Namespace) -> str | None:
     """--redis, else $REDIS_URL, else None (the embedded store under --data)."""
-    url = args.redis or os.environ.get("REDIS_URL") or None
+    from feature_store.connection import redis_url
+
+    url = redis_url(args.redis)
     if url is None and args.data is None:
         raise MtrankError("give --data DIR (embedded store) or --redis URL (or set REDIS_URL)")
     return url

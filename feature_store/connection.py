@@ -16,6 +16,7 @@ lookup's MGET of 501 keys cost 0.1-0.36 ms at p50 (`async_mget_raw` against
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,12 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from feature_store.embedded import EmbeddedRedis, store_path
 from feature_store.errors import StoreConfigError
+
+
+def redis_url(flag: str | None = None) -> str | None:
+    """The Redis a command uses: its `--redis URL` flag, else `$REDIS_URL`, else None (the
+    caller's embedded default). Every command that takes `--redis` falls back the same way."""
+    return flag or os.environ.get("REDIS_URL") or None
 
 
 @dataclass(frozen=True)

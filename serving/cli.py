@@ -69,7 +69,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     elif args.store is not None:
         given.update(store_dir=args.store, redis_url=None)
     elif not os.environ.get("MTRANK_REDIS_URL") and not os.environ.get("MTRANK_STORE_DIR"):
-        given["redis_url"] = os.environ.get("REDIS_URL") or None
+        from feature_store.connection import redis_url
+
+        given["redis_url"] = redis_url()
     try:
         settings = Settings(**given)
     except ValidationError as err:
