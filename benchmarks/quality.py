@@ -42,7 +42,7 @@ from ranker.schema import Schema
 from training.config import TrainConfig
 from training.data import read_columns
 from training.metrics import auc, auc_confidence_interval, expected_auc
-from training.synth import TrueModel
+from training.synth.true_model import TrueModel
 from training.trainer import train
 
 # each model's ratios to the oracle: of the test AUC, and of the AUC expected over label draws

@@ -35,11 +35,12 @@ import numpy as np
 from ranker.errors import MtrankError
 
 LEVEL = 0.95
-# served outputs whose label the feedback log has: (label, rows it is measured on)
-TASK_LABELS = {
-    "ctr": ("click", "all"),
-    "cvr": ("conversion", "clicked"),
-    "ctcvr": ("conversion", "all"),
+# served outputs whose label the feedback log has: (label, condition), where the condition is the
+# label an output is conditioned on (scored on rows where it is 1: `metrics.scored_rows`) or None
+TASK_LABELS: dict[str, tuple[str, str | None]] = {
+    "ctr": ("click", None),
+    "cvr": ("conversion", "click"),
+    "ctcvr": ("conversion", None),
 }
 
 
@@ -314,18 +315,22 @@ def rate(successes: int, trials: int, level: float = LEVEL) -> dict[str, float |
 
 def task_metrics(arm: Arm, scores: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
     """AUC (with DeLong interval), calibration (mean score / rate) and ECE per served task."""
-    from training.metrics import auc_confidence_interval, calibration, expected_calibration_error
+    from training.metrics import (
+        auc_confidence_interval,
+        calibration,
+        expected_calibration_error,
+        scored_rows,
+    )
 
-    click = np.asarray(arm.click)
-    conversion = np.asarray(arm.conversion)
+    columns = {"click": np.asarray(arm.click), "conversion": np.asarray(arm.conversion)}
     out: dict[str, dict[str, Any]] = {}
     for task, column in scores.items():
         if task not in TASK_LABELS:
             continue
-        label_name, rows = TASK_LABELS[task]
-        labels = click if label_name == "click" else conversion
+        label_name, condition = TASK_LABELS[task]
+        labels = columns[label_name]
         values = np.asarray(column, np.float64)
-        keep = click == 1 if rows == "clicked" else np.ones(len(labels), bool)
+        keep = scored_rows(len(labels), None if condition is None else columns[condition])
         y, s = labels[keep], values[keep]
         value, low, high = auc_confidence_interval(y, s) if len(y) else (math.nan,) * 3
         out[task] = {

@@ -8,7 +8,9 @@ positives, anything on zero rows) is `nan`, never an exception.
 
 `evaluate` computes, per model output: for a task with a `condition` (CVR) the metrics on rows
 where the condition label is 1 (clicked rows); for a product (CTCVR) the metrics on all rows with
-the label being the product of its tasks' labels (click * conversion).
+the label being the product of its tasks' labels (click * conversion). That rule is written once,
+in `output_rows` and `output_labels` (numpy only, so `mtrank compare` and `mtrank ab-report` use
+it without loading TensorFlow); the training loss masks the same rows (`ranker/tasks.py`).
 """
 
 from __future__ import annotations
@@ -270,26 +272,59 @@ def evaluate(
     get rmse, mae and count.
     """
     users = None if user_ids is None else np.asarray(user_ids).ravel()
+    truth, scored = output_labels(schema, labels), output_rows(schema, labels)
     results: dict[str, dict[str, float]] = {}
     for task in schema.tasks:
-        y, p = _floats(labels[task.label]), _floats(predictions[task.name])
-        rows = np.ones(len(y), dtype=bool)
-        if task.condition is not None:
-            rows = _floats(labels[task.condition]) == 1.0
+        rows = scored[task.name]
+        y, p = truth[task.name][rows], _floats(predictions[task.name])[rows]
         if task.type == "regression":
-            results[task.name] = regression_metrics(y[rows], p[rows])
+            results[task.name] = regression_metrics(y, p)
         else:
-            groups = None if users is None else users[rows]
-            results[task.name] = binary_metrics(y[rows], p[rows], groups)
+            results[task.name] = binary_metrics(y, p, None if users is None else users[rows])
     for product in schema.products:
-        tasks = [schema.task(name) for name in product.of]
-        y = np.prod([_floats(labels[t.label]) for t in tasks], axis=0)
         if product.name in predictions:
             p = _floats(predictions[product.name])
         else:
-            p = np.prod([_floats(predictions[t.name]) for t in tasks], axis=0)
-        results[product.name] = binary_metrics(y, p, users)
+            p = np.prod([_floats(predictions[name]) for name in product.of], axis=0)
+        results[product.name] = binary_metrics(truth[product.name], p, users)
     return results
+
+
+# ---- which rows an output is scored on ---------------------------------------------------------
+
+
+def scored_rows(count: int, condition: Any = None) -> np.ndarray:
+    """The rows an output is scored on, as a boolean mask: where its condition label is 1 (a
+    conditioned task: CVR on clicked rows), or all `count` rows when it has no condition."""
+    if condition is None:
+        return np.ones(count, dtype=bool)
+    return _floats(condition) == 1.0
+
+
+def output_rows(schema: Schema, labels: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Per output (every task, then every product), the mask of the rows it is scored on.
+
+    A task with a condition is scored where the condition label is 1; a task without one and a
+    product (CTCVR, against click * conversion) on all rows. `labels` is keyed by label column.
+    """
+    rows: dict[str, np.ndarray] = {}
+    for task in schema.tasks:
+        condition = None if task.condition is None else labels[task.condition]
+        rows[task.name] = scored_rows(len(_floats(labels[task.label])), condition)
+    for product in schema.products:
+        first = schema.task(product.of[0])
+        rows[product.name] = scored_rows(len(_floats(labels[first.label])))
+    return rows
+
+
+def output_labels(schema: Schema, labels: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Per output, its labels over all rows: a task's label column; a product's, the product of
+    its tasks' labels (ctcvr: click * conversion)."""
+    result = {task.name: _floats(labels[task.label]) for task in schema.tasks}
+    for product in schema.products:
+        tasks = [schema.task(name) for name in product.of]
+        result[product.name] = np.prod([_floats(labels[t.label]) for t in tasks], axis=0)
+    return result
 
 
 # ---- helpers -----------------------------------------------------------------------------------

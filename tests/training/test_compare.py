@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from training.cli import main
-from training.compare import ExpertMap, collapse_warnings, mean_interval, t_quantile
+from training.compare.gates import ExpertMap, collapse_warnings
+from training.compare.intervals import mean_interval, t_quantile
 
 OUTPUTS = ("ctr", "cvr", "ctcvr")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

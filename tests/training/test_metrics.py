@@ -19,7 +19,10 @@ from training.metrics import (
     gauc,
     logloss,
     mae,
+    output_labels,
+    output_rows,
     rmse,
+    scored_rows,
 )
 
 LABELS = [0, 0, 1, 1]
@@ -203,3 +206,23 @@ def test_evaluate_masks_cvr_to_clicks_and_scores_ctcvr_on_all_rows() -> None:
     assert result["ctcvr"]["count"] == 6
     assert result["dwell"] == pytest.approx({"rmse": math.sqrt(4 / 6), "mae": 2 / 6, "count": 6})
     assert set(result["dwell"]) == {"rmse", "mae", "count"}
+
+
+def test_outputs_are_scored_on_their_condition_rows_against_their_labels() -> None:
+    labels = {
+        "click": np.array([1, 1, 0, 0]),
+        "conversion": np.array([1, 0, 0, 0]),
+        "seconds": np.array([[3.0], [0.0], [1.0], [0.0]]),  # [n, 1] columns are flattened
+    }
+    rows = output_rows(SCHEMA, labels)
+    assert list(rows) == ["ctr", "cvr", "dwell", "ctcvr"]
+    assert rows["cvr"].tolist() == [True, True, False, False]  # conditioned: clicked rows only
+    for output in ("ctr", "dwell", "ctcvr"):
+        assert rows[output].tolist() == [True] * 4, output
+    truth = output_labels(SCHEMA, labels)
+    assert list(truth) == ["ctr", "cvr", "dwell", "ctcvr"]
+    assert truth["ctcvr"].tolist() == [1.0, 0.0, 0.0, 0.0]  # click * conversion
+    assert truth["dwell"].tolist() == [3.0, 0.0, 1.0, 0.0]
+    # a condition label is a mask only where it is exactly 1, so the test can fail
+    assert scored_rows(3, [1.0, 0.5, 0.0]).tolist() == [True, False, False]
+    assert scored_rows(2).tolist() == [True, True]

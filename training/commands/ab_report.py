@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ranker.errors import MtrankError
+from training.html_report import num, p_value, page, row, table, with_interval
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,63 +69,37 @@ def run(args: argparse.Namespace) -> int:
 
 # ---- HTML -------------------------------------------------------------------------------------
 
-_STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-th { background: #f4f4f4; }
-.good { color: #0a7d32; } .bad { color: #b3261e; } .muted { color: #777; }
-.verdict { background: #f0f6ff; border-left: 4px solid #2a6fdb; padding: 0.6em 1em; }
-"""
-
 
 def render_html(report: dict[str, Any]) -> str:
     level = f"{round(report['level'] * 100)}%"
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>mtrank A/B report</title>",
-        f"<style>{_STYLE}</style></head><body><h1>mtrank A/B report</h1>",
-    ]
     inputs = report["inputs"]
-    parts.append("<p class='muted'>" + ", ".join(
-        f"{html.escape(k.replace('_', ' '))}: {html.escape(str(v))}" for k, v in inputs.items()
-    ) + "</p>")  # fmt: skip
+    body = [
+        "<p class='muted'>"
+        + ", ".join(
+            f"{html.escape(k.replace('_', ' '))}: {html.escape(str(v))}" for k, v in inputs.items()
+        )
+        + "</p>"
+    ]
     for name, section in report["experiments"].items():
-        parts.append(f"<h2>Experiment {html.escape(name)}</h2>")
-        parts.append(_verdict(section, level))
-        parts.append(_rates_table(section, level))
-        parts.append(_interval_plot(section, "ctcvr", level))
-        parts.append(_lift_table(section, level))
-        parts.append(_tasks_table(section, level))
-    parts.append("<h2>Notes</h2><ul>")
-    parts += [f"<li>{html.escape(note)}</li>" for note in report["notes"]]
-    parts.append("</ul></body></html>\n")
-    return "\n".join(parts)
+        body.append(f"<h2>Experiment {html.escape(name)}</h2>")
+        body.append(_verdict(section, level))
+        body.append(_rates_table(section, level))
+        body.append(_interval_plot(section, "ctcvr", level))
+        body.append(_lift_table(section, level))
+        body.append(_tasks_table(section, level))
+    return page("mtrank A/B report", body, report["notes"])
 
 
 def _pct(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{100 * value:.{digits}f}%"
 
 
-def _num(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def _signed(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:+.1f}%"
 
 
-def _p(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return "&lt; 0.0001" if value < 1e-4 else f"{value:.4f}"
-
-
 def _interval(cell: dict[str, Any]) -> str:
-    return (
-        f"{_pct(cell['value'])} <span class='muted'>[{_pct(cell['low'])}, "
-        f"{_pct(cell['high'])}]</span>"
-    )
+    return with_interval(_pct(cell["value"]), _pct(cell["low"]), _pct(cell["high"]))
 
 
 def _verdict(section: dict[str, Any], level: str) -> str:
@@ -142,7 +117,7 @@ def _verdict(section: dict[str, Any], level: str) -> str:
         text += (
             f"; lift vs control {_signed(lift['relative'])} "
             f"[{_signed(lift['relative_low'])}, {_signed(lift['relative_high'])}], "
-            f"p {'' if (lift['p_value'] or 0) < 1e-4 else '= '}{_p(lift['p_value'])} "
+            f"p {'' if (lift['p_value'] or 0) < 1e-4 else '= '}{p_value(lift['p_value'])} "
             f"({significance} at {level})."
         )
     truth = section["true_ranking"]
@@ -156,65 +131,75 @@ def _verdict(section: dict[str, Any], level: str) -> str:
 
 
 def _rates_table(section: dict[str, Any], level: str) -> str:
-    rows = [
-        "<table><tr><th>variant</th><th>models</th><th>requests</th><th>users</th>"
-        f"<th>impressions</th><th>CTR [{level}]</th><th>CVR [{level}]</th>"
-        f"<th>CTCVR [{level}]</th><th>true CTCVR</th></tr>"
-    ]
-    for name, row in section["variants"].items():
+    headers = ["variant", "models", "requests", "users", "impressions"]
+    headers += [f"CTR [{level}]", f"CVR [{level}]", f"CTCVR [{level}]", "true CTCVR"]
+    rows = []
+    for name, variant in section["variants"].items():
         marker = " (control)" if name == section["control"] else ""
-        models = ", ".join(f"{m} v{v}" for m, v in row["models"].items())
+        models = ", ".join(f"{m} v{v}" for m, v in variant["models"].items())
         rows.append(
-            f"<tr><td>{html.escape(name)}{marker}</td><td>{html.escape(models)}</td>"
-            f"<td>{row['requests']}</td><td>{row['users']}</td><td>{row['impressions']}</td>"
-            f"<td>{_interval(row['ctr'])}</td><td>{_interval(row['cvr'])}</td>"
-            f"<td>{_interval(row['ctcvr'])}</td><td>{_pct(row['true']['ctcvr'])}</td></tr>"
+            row(
+                f"{html.escape(name)}{marker}",
+                html.escape(models),
+                variant["requests"],
+                variant["users"],
+                variant["impressions"],
+                _interval(variant["ctr"]),
+                _interval(variant["cvr"]),
+                _interval(variant["ctcvr"]),
+                _pct(variant["true"]["ctcvr"]),
+            )
         )
-    rows.append("</table>")
-    return "\n".join(rows)
+    return table(headers, rows)
 
 
 def _lift_table(section: dict[str, Any], level: str) -> str:
-    rows = [
+    heading = (
         f"<h3>Lift against {html.escape(section['control'])} "
-        f"<span class='muted'>({html.escape(section['control_rule'])})</span></h3>",
-        "<table><tr><th>variant</th><th>metric</th><th>difference</th>"
-        f"<th>relative lift [{level}]</th><th>z</th><th>p-value</th></tr>",
-    ]
-    for name, row in section["variants"].items():
-        for metric, lift in row.get("lift", {}).items():
+        f"<span class='muted'>({html.escape(section['control_rule'])})</span></h3>"
+    )
+    headers = ["variant", "metric", "difference", f"relative lift [{level}]", "z", "p-value"]
+    rows = []
+    for name, variant in section["variants"].items():
+        for metric, lift in variant.get("lift", {}).items():
             p = lift["p_value"]
             css = "" if p is None or p >= 0.05 else ("good" if lift["diff"] > 0 else "bad")
-            rel = [lift[k] for k in ("relative", "relative_low", "relative_high")]
+            rel = [_pct(lift[k], 1) for k in ("relative", "relative_low", "relative_high")]
             rows.append(
-                f"<tr class='{css}'><td>{html.escape(name)}</td><td>{metric.upper()}</td>"
-                f"<td>{_pct(lift['diff'])}</td>"
-                f"<td>{_pct(rel[0], 1)} [{_pct(rel[1], 1)}, {_pct(rel[2], 1)}]</td>"
-                f"<td>{_num(lift['z'], 2)}</td><td>{_p(p)}</td></tr>"
+                row(
+                    html.escape(name),
+                    metric.upper(),
+                    _pct(lift["diff"]),
+                    f"{rel[0]} [{rel[1]}, {rel[2]}]",
+                    num(lift["z"], 2),
+                    p_value(p),
+                    css=css,
+                )
             )
-    rows.append("</table>")
-    return "\n".join(rows)
+    return heading + "\n" + table(headers, rows)
 
 
 def _tasks_table(section: dict[str, Any], level: str) -> str:
-    rows = [
-        "<h3>Served scores on the shown items</h3>",
-        f"<table><tr><th>variant / model</th><th>task</th><th>rows</th><th>positives</th>"
-        f"<th>AUC [{level}]</th><th>calibration</th><th>ECE</th></tr>",
-    ]
-    for name, row in section["variants"].items():
-        scorers = [(name, row["tasks"])]
-        scorers += [(f"{name} / shadow {m}", t) for m, t in row["shadow"].items()]
+    headers = ["variant / model", "task", "rows", "positives", f"AUC [{level}]", "calibration"]
+    headers.append("ECE")
+    rows = []
+    for name, variant in section["variants"].items():
+        scorers = [(name, variant["tasks"])]
+        scorers += [(f"{name} / shadow {m}", t) for m, t in variant["shadow"].items()]
         for label, tasks in scorers:
             for task, m in tasks.items():
                 rows.append(
-                    f"<tr><td>{html.escape(label)}</td><td>{task}</td><td>{m['rows']}</td>"
-                    f"<td>{m['positives']}</td><td>{_num(m['auc'])} <span class='muted'>"
-                    f"[{_num(m['auc_low'])}, {_num(m['auc_high'])}]</span></td>"
-                    f"<td>{_num(m['calibration'], 3)}</td><td>{_num(m['ece'], 5)}</td></tr>"
+                    row(
+                        html.escape(label),
+                        task,
+                        m["rows"],
+                        m["positives"],
+                        with_interval(num(m["auc"]), num(m["auc_low"]), num(m["auc_high"])),
+                        num(m["calibration"], 3),
+                        num(m["ece"], 5),
+                    )
                 )
-    rows.append("</table>")
-    return "\n".join(rows)
+    return "<h3>Served scores on the shown items</h3>\n" + table(headers, rows)
 
 
 def _interval_plot(section: dict[str, Any], metric: str, level: str) -> str:
@@ -222,8 +207,8 @@ def _interval_plot(section: dict[str, Any], metric: str, level: str) -> str:
     variants = section["variants"]
     values = [
         v
-        for row in variants.values()
-        for v in (row[metric]["low"], row[metric]["high"], row["true"].get(metric))
+        for variant in variants.values()
+        for v in (variant[metric]["low"], variant[metric]["high"], variant["true"].get(metric))
         if v is not None
     ]
     if not values:
@@ -238,9 +223,9 @@ def _interval_plot(section: dict[str, Any], metric: str, level: str) -> str:
         f"<text x='{left}' y='14' font-size='12'>{metric.upper()} with {level} interval "
         "(dot, bar); true rate (red cross)</text>",
     ]
-    for k, (name, row) in enumerate(variants.items()):
+    for k, (name, variant) in enumerate(variants.items()):
         y = 34 + k * row_h
-        cell = row[metric]
+        cell = variant[metric]
         out.append(f"<text x='4' y='{y + 4}' font-size='12'>{html.escape(name)}</text>")
         if cell["low"] is not None and cell["high"] is not None:
             x0, x1 = left + cell["low"] * scale, left + cell["high"] * scale
@@ -252,7 +237,7 @@ def _interval_plot(section: dict[str, Any], metric: str, level: str) -> str:
             out.append(
                 f"<circle cx='{left + cell['value'] * scale:.1f}' cy='{y}' r='4' fill='#2a6fdb'/>"
             )
-        true = row["true"].get(metric)
+        true = variant["true"].get(metric)
         if true is not None:
             x = left + true * scale
             out.append(

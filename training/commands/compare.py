@@ -11,9 +11,9 @@ Trains every architecture in `--models` on the same train/val/test split of DIR,
 - `roc_TASK.png`, `calibration_TASK.png` (all variants), `gates_MODEL.png` (gated models);
 - `report.html`: the tables, with the PNGs beside it (relative links).
 
-`--config FILE` is a training config shared by every variant (see `training/compare.py`,
+`--config FILE` is a training config shared by every variant (see `training/compare/config.py`,
 `CompareConfig`, for `hparams_by_model`). The LAST stdout line is a JSON summary: the best model
-per output by mean AUC. Statistics and plots live in `training/compare.py`.
+per output by mean AUC. Statistics and plots live in the `training/compare/` package.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ranker.errors import MtrankError
-from training.commands.ab_report import _STYLE, _num, _p
+from training.html_report import Cell, num, p_value, page, row, table, with_interval
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,27 +53,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.compare import CompareConfig
+    from training.compare.config import CompareConfig
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.runs < 1:
         raise MtrankError(f"--runs must be >= 1, got {args.runs}")
     if not 0.5 <= args.level < 1.0:
         raise MtrankError(f"--level must be in [0.5, 1), got {args.level}")
-    for flag, value in (("epochs", args.epochs), ("batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            raise MtrankError(f"--{flag} must be >= 1, got {value}")
-    if args.seed is not None and args.seed < 0:
-        raise MtrankError(f"--seed must be >= 0, got {args.seed}")
     if not args.data.is_dir():
         raise MtrankError(f"--data {args.data} is not a directory")
     if args.out.exists() and not args.out.is_dir():
         raise MtrankError(f"--out {args.out} is a file, not a directory")
-    config = CompareConfig.load_compare(args.config)
-    updates = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
-    config = config.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    # --epochs, --batch-size and --seed are checked against the config's own bounds
+    config = CompareConfig.load_compare(args.config).with_overrides(
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed
+    )
 
-    from training.compare import compare
+    from training.compare.comparison import compare
     from training.evaluation import json_safe
 
     report = compare(
@@ -113,9 +109,7 @@ def render_html(report: dict[str, Any]) -> str:
     inputs = report["inputs"]
     level = f"{round(inputs['level'] * 100)}%"
     models = inputs["models"]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>mtrank compare</title>",
-        f"<style>{_STYLE}{_MORE_STYLE}</style></head><body><h1>mtrank compare</h1>",
+    body = [
         f"<p class='muted'>data: {html.escape(inputs['data'])}; models: "
         f"{html.escape(', '.join(models))}; runs per model: {inputs['runs']} (seeds "
         f"{', '.join(map(str, inputs['seeds']))}); max epochs: {inputs['epochs']}; "
@@ -125,20 +119,17 @@ def render_html(report: dict[str, Any]) -> str:
         _models_table(report, level),
     ]
     for output in report["best"]:
-        parts.append(f"<h2>{html.escape(output.upper())}</h2>")
-        parts.append(_metrics_table(report, output, level))
-        parts.append(_pairwise_table(report, output, level))
+        body.append(f"<h2>{html.escape(output.upper())}</h2>")
+        body.append(_metrics_table(report, output, level))
+        body.append(_pairwise_table(report, output, level))
         plots = [report["plots"][kind].get(output) for kind in ("roc", "calibration")]
-        parts.append(
+        body.append(
             "<div class='plots'>"
             + "".join(_img(p, f"{output} plot") for p in plots if p)
             + "</div>"
         )
-    parts.append(_gates_section(report))
-    parts.append("<h2>Notes</h2><ul>")
-    parts += [f"<li>{html.escape(note)}</li>" for note in report["notes"]]
-    parts.append("</ul></body></html>\n")
-    return "\n".join(parts)
+    body.append(_gates_section(report))
+    return page("mtrank compare", body, report["notes"], more_style=_MORE_STYLE)
 
 
 def _img(name: str, alt: str) -> str:
@@ -147,10 +138,9 @@ def _img(name: str, alt: str) -> str:
 
 def _interval(cell: dict[str, Any], digits: int = 4) -> str:
     if cell["low"] is None or cell["high"] is None:
-        return _num(cell["mean"], digits)
-    return (
-        f"{_num(cell['mean'], digits)} <span class='muted'>[{_num(cell['low'], digits)}, "
-        f"{_num(cell['high'], digits)}]</span>"
+        return num(cell["mean"], digits)
+    return with_interval(
+        num(cell["mean"], digits), num(cell["low"], digits), num(cell["high"], digits)
     )
 
 
@@ -169,64 +159,66 @@ def _verdict(report: dict[str, Any]) -> str:
 
 
 def _models_table(report: dict[str, Any], level: str) -> str:
+    headers = ["model", "trainable parameters", f"training seconds per run [{level}]", "epochs run"]
     rows = [
-        "<table><tr><th>model</th><th>trainable parameters</th>"
-        f"<th>training seconds per run [{level}]</th><th>epochs run</th></tr>"
-    ]
-    for name, model in report["models"].items():
-        rows.append(
-            f"<tr><td>{html.escape(name)}</td><td>{model['params']:,}</td>"
-            f"<td>{_interval(model['train_seconds'], 1)}</td>"
-            f"<td>{', '.join(map(str, model['epochs_run']))}</td></tr>"
+        row(
+            html.escape(name),
+            f"{model['params']:,}",
+            _interval(model["train_seconds"], 1),
+            ", ".join(map(str, model["epochs_run"])),
         )
-    rows.append("</table>")
-    return "\n".join(rows)
+        for name, model in report["models"].items()
+    ]
+    return table(headers, rows)
 
 
 def _metrics_table(report: dict[str, Any], output: str, level: str) -> str:
-    rows = [
-        f"<table><tr><th>model</th><th>AUC [{level}]</th><th>AUC per seed</th>"
-        "<th>GAUC</th><th>logloss</th><th>calibration</th><th>ECE</th><th>rows</th>"
-        "<th>positives</th></tr>"
-    ]
+    headers = ["model", f"AUC [{level}]", "AUC per seed", "GAUC", "logloss", "calibration", "ECE"]
+    headers += ["rows", "positives"]
+    rows = []
     for name, model in report["models"].items():
         m = model["tasks"][output]
-        seeds = ", ".join(_num(v) for v in m["auc"]["runs"])
-        css = " class='good'" if report["best"][output] == name else ""
         rows.append(
-            f"<tr{css}><td>{html.escape(name)}</td><td>{_interval(m['auc'])}</td>"
-            f"<td class='muted'>{seeds}</td><td>{_interval(m['gauc'])}</td>"
-            f"<td>{_interval(m['logloss'])}</td><td>{_interval(m['calibration'], 3)}</td>"
-            f"<td>{_interval(m['ece'], 5)}</td><td>{m['count']}</td><td>{m['positives']}</td></tr>"
+            row(
+                html.escape(name),
+                _interval(m["auc"]),
+                Cell(", ".join(num(v) for v in m["auc"]["runs"]), css="muted"),
+                _interval(m["gauc"]),
+                _interval(m["logloss"]),
+                _interval(m["calibration"], 3),
+                _interval(m["ece"], 5),
+                m["count"],
+                m["positives"],
+                css="good" if report["best"][output] == name else None,
+            )
         )
     oracle = (report.get("oracle") or {}).get(output)
     if oracle is not None:
-        rows.append(
-            f"<tr class='muted'><td>oracle (generator's true probabilities)</td>"
-            f"<td>{_num(oracle)}</td><td colspan='7'></td></tr>"
-        )
-    rows.append("</table>")
-    return "\n".join(rows)
+        oracle_name = "oracle (generator's true probabilities)"
+        rows.append(row(oracle_name, num(oracle), Cell(colspan=7), css="muted"))
+    return table(headers, rows)
 
 
 def _pairwise_table(report: dict[str, Any], output: str, level: str) -> str:
     tests = report["pairwise"][output]
     if not tests:
         return ""
+    headers = ["A vs B", "AUC A", "AUC B", "A - B", "z", "p-value (seed-averaged)", "p per seed"]
+    headers.append(f"better at {level}")
     rows = [
-        "<table><tr><th>A vs B</th><th>AUC A</th><th>AUC B</th><th>A - B</th><th>z</th>"
-        f"<th>p-value (seed-averaged)</th><th>p per seed</th><th>better at {level}</th></tr>"
-    ]
-    for t in tests:
-        per_seed = ", ".join(_p(p) for p in t["p_values_by_seed"])
-        rows.append(
-            f"<tr><td>{html.escape(t['a'])} vs {html.escape(t['b'])}</td>"
-            f"<td>{_num(t['auc_a'])}</td><td>{_num(t['auc_b'])}</td>"
-            f"<td>{_num(t['difference'])}</td><td>{_num(t['z'], 2)}</td><td>{_p(t['p_value'])}</td>"
-            f"<td class='muted'>{per_seed}</td><td>{html.escape(t['better'] or 'neither')}</td></tr>"
+        row(
+            f"{html.escape(t['a'])} vs {html.escape(t['b'])}",
+            num(t["auc_a"]),
+            num(t["auc_b"]),
+            num(t["difference"]),
+            num(t["z"], 2),
+            p_value(t["p_value"]),
+            Cell(", ".join(p_value(p) for p in t["p_values_by_seed"]), css="muted"),
+            html.escape(t["better"] or "neither"),
         )
-    rows.append("</table>")
-    return "\n".join(rows)
+        for t in tests
+    ]
+    return table(headers, rows)
 
 
 def _gates_section(report: dict[str, Any]) -> str:
@@ -234,7 +226,7 @@ def _gates_section(report: dict[str, Any]) -> str:
     segments = report["segments"]
     if segments:
         ranges = "; ".join(
-            f"{name}: activity {_num(s['range'][0], 2)} to {_num(s['range'][1], 2)} "
+            f"{name}: activity {num(s['range'][0], 2)} to {num(s['range'][1], 2)} "
             f"({s['rows']} rows)"
             for name, s in segments["segments"].items()
         )
@@ -255,17 +247,13 @@ def _gates_section(report: dict[str, Any]) -> str:
         )
         if name in report["plots"]["gates"]:
             parts.append(_img(report["plots"]["gates"][name], f"{name} gate weights"))
-        rows = [
-            "<table><tr><th>gate</th><th>mean weight per expert</th><th>entropy / log E</th></tr>"
-        ]
+        rows = []
         for key, gate in shown["gates"].items():
-            weights = ", ".join(f"{e} {_num(w, 3)}" for e, w in gate["weights"].items())
+            weights = ", ".join(f"{e} {num(w, 3)}" for e, w in gate["weights"].items())
             rows.append(
-                f"<tr><td>{html.escape(key)}</td><td>{html.escape(weights)}</td>"
-                f"<td>{_num(gate['entropy_normalized'], 3)}</td></tr>"
+                row(html.escape(key), html.escape(weights), num(gate["entropy_normalized"], 3))
             )
-        rows.append("</table>")
-        parts.append("\n".join(rows))
+        parts.append(table(["gate", "mean weight per expert", "entropy / log E"], rows))
     if not gated:
         parts.append(
             "<p class='muted'>No gated model (omoe, mmoe, cgc, ple) in this comparison.</p>"

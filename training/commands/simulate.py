@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
-    from training.synth import TrueModel
+    from training.synth.true_model import TrueModel
 
     truth = TrueModel.load(args.data)  # a one-line MtrankError when truth.npz is missing
     world = World.from_truth(truth, args.data)
@@ -162,7 +162,7 @@ class World:
     def from_truth(cls, truth: Any, data: Path) -> World:
         import pyarrow.parquet as pq
 
-        from training.synth import HOURS
+        from training.synth.impressions import hour_probabilities
 
         users, items = truth.users, truth.items
         user_ids = np.asarray(pq.read_table(data / "users.parquet", columns=["user_id"])[0])
@@ -172,7 +172,6 @@ class World:
         popularity = np.asarray(items.popularity, np.float64) + 1e-9  # every item can be drawn
         by_category = np.bincount(items.category, weights=popularity)
         activity = np.asarray(users.activity, np.float64)
-        hour_p = 1.0 + 0.8 * np.sin(2.0 * np.pi * (np.arange(HOURS) - 14) / 24.0)  # synth's cycle
         return cls(
             user_ids=np.array([f"u{n}" for n in range(len(users.age))]),
             item_ids=np.array([f"i{n}" for n in range(len(items.category))]),
@@ -182,7 +181,7 @@ class World:
             category=np.asarray(items.category),
             popularity_p=popularity / popularity.sum(),
             within_category_p=popularity / by_category[items.category],
-            hour_p=hour_p / hour_p.sum(),
+            hour_p=hour_probabilities(),  # the generator's daily cycle
         )
 
     def candidates(self, rng: np.random.Generator, user: int, count: int) -> np.ndarray:
@@ -215,12 +214,14 @@ class Player:
         self.failures_in_a_row = 0
 
     def play(self, number: int) -> Played:
-        from training.synth import DEVICES
+        from training.synth.vocabulary import DEVICES
 
         world, args = self.world, self.args
         rng = np.random.default_rng([args.seed, number])
         user = int(rng.choice(len(world.user_p), p=world.user_p))
-        device = int(world.device[user]) if rng.random() < 0.8 else int(rng.integers(0, 3))
+        device = (
+            int(world.device[user]) if rng.random() < 0.8 else int(rng.integers(0, len(DEVICES)))
+        )
         hour = int(rng.choice(len(world.hour_p), p=world.hour_p))
         items = world.candidates(rng, user, args.candidates)
         body: dict[str, Any] = {

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the dataset; print a one-line JSON summary (rows per split, CTR, CVR) last."""
-    from training.synth import SynthConfig, generate, stderr_progress
+    from training.synth.config import SynthConfig
+    from training.synth.writer import generate, quiet, stderr_progress
 
     config = SynthConfig(
         rows=args.rows,
@@ -33,11 +34,7 @@ def run(args: argparse.Namespace) -> int:
         relatedness=args.relatedness,
     )
     config.validate()
-    progress = stderr_progress if args.rows >= 500_000 else _silent
+    progress = stderr_progress if args.rows >= 500_000 else quiet  # small runs take seconds
     summary = generate(config, args.out, progress)
     print(json.dumps(summary.to_dict()))
     return 0
-
-
-def _silent(message: str) -> None:
-    """Progress for small runs, which finish in a few seconds: nothing."""
