@@ -1,6 +1,6 @@
 """How much of the CVR oracle is learnable from the logged clicks: a reference for the quality table.
 
-The generator's conversion logit (training/synth.py) is a sum of terms in observable features:
+The generator's conversion logit (training/synth/true_model.py) is a sum of terms in observable features:
 price (scaled by a per-country and per-activity sensitivity), category, brand, device, and two
 low-rank tables (age x category, country x category), plus small per-id latent terms. This script
 fits a logistic regression on exactly those observable terms (one-hot tables, price crosses) to the
