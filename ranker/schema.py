@@ -202,6 +202,16 @@ class Product(_Strict):
     of: list[str] = Field(min_length=2)
 
 
+class Scoring(_Strict):
+    """What an output is trained and evaluated against: the product of the `labels` columns, on
+    the rows where the `condition` column is 1 (all rows without one). A task: its label, on the
+    rows its condition marks (cvr: conversion where click is 1); a product: the product of its
+    tasks' labels on all rows (ctcvr: click * conversion)."""
+
+    labels: tuple[str, ...]
+    condition: str | None = None
+
+
 class EntityKeys(_Strict):
     """The feature that identifies each stored entity (the online store's key)."""
 
@@ -310,6 +320,17 @@ class Schema(_Strict):
     def output_names(self) -> list[str]:
         """Every score a model returns: tasks first, then products, in schema order."""
         return [t.name for t in self.tasks] + [p.name for p in self.products]
+
+    def scoring(self) -> dict[str, Scoring]:
+        """Per output (`output_names` order), its labels and rows: the one rule the training
+        loss (`ranker.tasks`) and the offline metrics (`training.metrics`) both read."""
+        scoring = {
+            task.name: Scoring(labels=(task.label,), condition=task.condition)
+            for task in self.tasks
+        }
+        for product in self.products:
+            scoring[product.name] = Scoring(labels=tuple(self.task(n).label for n in product.of))
+        return scoring
 
     @property
     def label_columns(self) -> list[str]:

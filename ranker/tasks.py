@@ -74,17 +74,15 @@ def build_objectives(
             f"task_weights: {unknown[0]!r} is not a task ({[t.name for t in schema.tasks]})"
         )
     by_label = {t.label: t for t in schema.tasks}
+    scoring = schema.scoring()  # each output's labels and rows: the rule evaluation uses too
     objectives = []
     for task in schema.tasks:
         weight = weights.get(task.name, task.weight)
-        if task.condition is None or not entire_space:
-            objectives.append(
-                Objective(task.name, (task.label,), task.type, task.condition, weight)
-            )
-            continue
-        parent = by_label[task.condition]
-        product = _product_of(schema, parent, task)
-        objectives.append(Objective(product, (parent.label, task.label), "binary", None, weight))
+        output, kind = task.name, task.type
+        if task.condition is not None and entire_space:
+            output, kind = _product_of(schema, by_label[task.condition], task), "binary"
+        rule = scoring[output]
+        objectives.append(Objective(output, rule.labels, kind, rule.condition, weight))
     return objectives
 
 

@@ -9,8 +9,9 @@ positives, anything on zero rows) is `nan`, never an exception.
 `evaluate` computes, per model output: for a task with a `condition` (CVR) the metrics on rows
 where the condition label is 1 (clicked rows); for a product (CTCVR) the metrics on all rows with
 the label being the product of its tasks' labels (click * conversion). That rule is written once,
-in `output_rows` and `output_labels` (numpy only, so `mtrank compare` and `mtrank ab-report` use
-it without loading TensorFlow); the training loss masks the same rows (`ranker/tasks.py`).
+as data, in `Schema.scoring` (pure Python); `output_rows` and `output_labels` apply it in numpy
+(so `mtrank compare` uses it without loading TensorFlow), and the training loss
+(`ranker/tasks.py`) reads the same rule.
 """
 
 from __future__ import annotations
@@ -302,29 +303,23 @@ def scored_rows(count: int, condition: Any = None) -> np.ndarray:
 
 
 def output_rows(schema: Schema, labels: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Per output (every task, then every product), the mask of the rows it is scored on.
-
-    A task with a condition is scored where the condition label is 1; a task without one and a
-    product (CTCVR, against click * conversion) on all rows. `labels` is keyed by label column.
-    """
-    rows: dict[str, np.ndarray] = {}
-    for task in schema.tasks:
-        condition = None if task.condition is None else labels[task.condition]
-        rows[task.name] = scored_rows(len(_floats(labels[task.label])), condition)
-    for product in schema.products:
-        first = schema.task(product.of[0])
-        rows[product.name] = scored_rows(len(_floats(labels[first.label])))
-    return rows
+    """Per output (every task, then every product), the mask of the rows it is scored on
+    (`Schema.scoring`: where its condition label is 1, else all rows). `labels` is keyed by
+    label column."""
+    rows = len(_floats(labels[schema.tasks[0].label]))
+    return {
+        name: scored_rows(rows, None if rule.condition is None else labels[rule.condition])
+        for name, rule in schema.scoring().items()
+    }
 
 
 def output_labels(schema: Schema, labels: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Per output, its labels over all rows: a task's label column; a product's, the product of
-    its tasks' labels (ctcvr: click * conversion)."""
-    result = {task.name: _floats(labels[task.label]) for task in schema.tasks}
-    for product in schema.products:
-        tasks = [schema.task(name) for name in product.of]
-        result[product.name] = np.prod([_floats(labels[t.label]) for t in tasks], axis=0)
-    return result
+    """Per output, its labels over all rows (`Schema.scoring`): a task's label column; a
+    product's, the product of its tasks' labels (ctcvr: click * conversion)."""
+    return {
+        name: np.prod([_floats(labels[column]) for column in rule.labels], axis=0)
+        for name, rule in schema.scoring().items()
+    }
 
 
 # ---- helpers -----------------------------------------------------------------------------------

@@ -225,3 +225,16 @@ def test_bad_attention_pooling_names_the_feature(keys: dict, message: str) -> No
 def test_pooling_keys_apply_to_sequences_only(key: str) -> None:
     with pytest.raises(SchemaError, match=f"key '{key}' does not apply to a categorical feature"):
         Schema.from_dict(_with(f"features.1.{key}", "attention" if key == "pooling" else "item_id"))
+
+
+def test_scoring_says_each_outputs_labels_and_rows() -> None:
+    """One rule for the loss and the metrics: a task's label on its condition's rows, a product
+    of its tasks' labels on every row."""
+    from ranker.schema import Scoring
+    from tests.ranker.conftest import click_log_schema
+
+    scoring = click_log_schema().scoring()
+    assert list(scoring) == ["ctr", "cvr", "ctcvr"]
+    assert scoring["ctr"] == Scoring(labels=("click",), condition=None)
+    assert scoring["cvr"] == Scoring(labels=("conversion",), condition="click")
+    assert scoring["ctcvr"] == Scoring(labels=("click", "conversion"), condition=None)
