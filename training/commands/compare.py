@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ranker.errors import MtrankError
+from training.commands import flags
 from training.html_report import Cell, num, p_value, page, row, table, with_interval
 
 
@@ -38,7 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="REPORT_DIR")
     parser.add_argument("--runs", type=int, default=3, help="seeds per model (default 3)")
     parser.add_argument("--epochs", type=int, help="maximum epochs (overrides the config)")
-    parser.add_argument("--batch-size", type=int, help="batch size (overrides the config)")
+    parser.add_argument(
+        "--batch-size",
+        type=flags.batch_size,
+        help="batch size, or 'auto' (from the training rows; overrides the config)",
+    )
     parser.add_argument("--seed", type=int, help="first seed (overrides the config; default 0)")
     parser.add_argument(
         "--config", type=Path, help="YAML training config shared by all models (hparams_by_model)"

@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from training.commands import flags
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=_batch_size,
+        type=flags.batch_size,
         help="global batch size, or 'auto' (the default: from the training rows, 128 to 4096)",
     )
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
@@ -55,15 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mixed-precision", action="store_true", help="mixed_float16 on GPU, mixed_bfloat16 on CPU"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
-
-
-def _batch_size(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
