@@ -3,7 +3,8 @@
 `RankingModel(schema, "mmoe", hparams)` takes a dict of raw features and returns a dict of scores,
 one per task and one per product (ctcvr = ctr * cvr). It is a `tfrs.models.Model`: its
 `compute_loss` sums the objectives of `ranker.tasks` (masked CVR, or ESMM's entire-space ctcvr),
-combined by a loss-weighting strategy of `ranker.losses`.
+with the coefficients of a balancing strategy of `ranker.balancing` (fixed weights by default;
+loss weighting or gradient surgery), which also decides the training step's gradients.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ from typing import Any, Literal
 
 import tensorflow_recommenders as tfrs
 
-from ranker import registry
+from ranker import balancing, registry
 from ranker.architectures.base import ArchitectureConfig
 from ranker.keras_compat import keras, tf
 from ranker.layers.inputs import FeatureInputs
 from ranker.layers.mlp import MLP
 from ranker.layers.tower import ScoreProduct, Tower
-from ranker.losses import FixedWeights, UncertaintyWeights
 from ranker.schema import Schema
 from ranker.tasks import Objective, build_objectives
 
-LossWeighting = Literal["fixed", "uncertainty"]
+# a balancing strategy by name, or a mapping with its name and hyperparameters (ranker.balancing)
+LossWeighting = str | Mapping[str, Any]
 # how a masked objective's loss is averaged: over the whole batch (observed rows' share of it
 # weighs it), or over the observed rows only (each batch's few observed rows weigh like all rows)
 MaskedLoss = Literal["batch", "observed"]
@@ -40,12 +41,14 @@ def loss_names(objectives: Iterable[Objective]) -> list[str]:
 def log_names(schema: Schema, architecture: str, train_metrics: bool = True) -> list[str]:
     """What `fit` logs each epoch for a model of `architecture`: on validation data (prefixed
     `val_`) each objective's metric, each objective's loss and the total losses; on training
-    data the same, less the metrics unless `train_metrics`."""
+    data the same, less the metrics unless `train_metrics`, and each objective's mean balancing
+    coefficient (`{output}_weight`)."""
     objectives = build_objectives(schema, registry.get(architecture).entire_space)
     metrics = [objective.metric_name for objective in objectives]
     losses = loss_names(objectives)
+    weights = [f"{objective.output}_weight" for objective in objectives]
     validation = [f"val_{name}" for name in [*metrics, *losses]]
-    return [*validation, *(metrics if train_metrics else []), *losses]
+    return [*validation, *(metrics if train_metrics else []), *losses, *weights]
 
 
 class RankingModel(tfrs.models.Model):
@@ -73,7 +76,9 @@ class RankingModel(tfrs.models.Model):
             else arch.parse_config(dict(hparams or {}))
         )
         self.task_weights = dict(task_weights or {})
-        self.loss_weighting_name = loss_weighting
+        self.loss_weighting = (
+            loss_weighting if isinstance(loss_weighting, str) else dict(loss_weighting)
+        )
         tasks = self.schema.tasks
         self.backbone = arch.from_hparams(self.hparams, len(tasks))
         self.separate_inputs = arch.separate_inputs
@@ -111,16 +116,11 @@ class RankingModel(tfrs.models.Model):
         self.loss_trackers = {
             name: keras.metrics.Mean(name=name) for name in loss_names(self.objectives)
         }
-        names = [objective.output for objective in self.objectives]
-        self.loss_weighting: keras.layers.Layer
-        if loss_weighting == "fixed":
-            self.loss_weighting = FixedWeights({o.output: o.weight for o in self.objectives})
-        elif loss_weighting == "uncertainty":
-            self.loss_weighting = UncertaintyWeights(names)
-        else:
-            raise ValueError(
-                f"loss_weighting must be 'fixed' or 'uncertainty', got {loss_weighting!r}"
-            )
+        outputs = [objective.output for objective in self.objectives]
+        self.balancer = balancing.build(
+            loss_weighting, outputs, {o.output: o.weight for o in self.objectives}
+        )
+        self.weight_trackers = {name: keras.metrics.Mean(name=f"{name}_weight") for name in outputs}
 
     # ---- inference -----------------------------------------------------------------------------
 
@@ -152,7 +152,8 @@ class RankingModel(tfrs.models.Model):
 
     def _forward(
         self, features: Mapping[str, Any], training: bool | None
-    ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+    ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor], list[tf.Tensor]]:
+        """(scores, gate weights, the backbone's inputs: the representation every task reads)."""
         encoded = [self._cross(inputs(features)) for inputs in self.feature_inputs]
         x = encoded if self.separate_inputs else encoded[0]
         representations, gates = self.backbone(x, training=training, gates=True)
@@ -164,7 +165,7 @@ class RankingModel(tfrs.models.Model):
         }
         for product in self.schema.products:
             scores[product.name] = self.product([scores[name] for name in product.of])
-        return scores, gates
+        return scores, gates, encoded
 
     def _cross(self, x0: tf.Tensor) -> tf.Tensor:
         x = x0
@@ -175,15 +176,17 @@ class RankingModel(tfrs.models.Model):
     # ---- training ------------------------------------------------------------------------------
 
     def compute_loss(self, inputs: Any, training: bool = False) -> tf.Tensor:
-        """The weighted sum of objective losses; masked objectives average over observed rows only."""
-        return self._objective_losses(inputs, training, compute_metrics=True)[0]
+        """The weighted sum of objective losses (the balancing strategy's coefficients)."""
+        losses, _, _ = self._objective_losses(inputs, training, compute_metrics=True)
+        return self.balancer(losses, training=training)
 
     def _objective_losses(
         self, inputs: Any, training: bool, compute_metrics: bool
-    ) -> tuple[tf.Tensor, dict[str, tuple[tf.Tensor, tf.Tensor]]]:
-        """(the weighted loss, {output: (its loss, the rows it averages over)}) of one batch."""
+    ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor], list[tf.Tensor]]:
+        """({output: its loss}, {output: the rows it averages over}, the backbone's inputs) of one
+        batch; masked objectives average over the batch or their observed rows (`masked_loss`)."""
         features, labels = inputs
-        scores = self(features, training=training)
+        scores, _, representation = self._forward(features, training)
         losses, rows = {}, {}
         for objective, task in zip(self.objectives, self.ranking_tasks, strict=True):
             target, weight = objective.targets(labels)
@@ -199,39 +202,98 @@ class RankingModel(tfrs.models.Model):
             rows[objective.output] = count
             divisor = batch if self.masked_loss == "batch" else count
             losses[objective.output] = tf.reduce_sum(per_example) / tf.maximum(divisor, 1.0)
-        parts = {name: (losses[name], rows[name]) for name in losses}
-        return self.loss_weighting(losses), parts
+        return losses, rows, representation
 
     def train_step(self, inputs: Any) -> dict[str, tf.Tensor]:
-        """One step: gradients of the loss (scaled and unscaled under mixed_float16's loss-scale
-        optimizer), embedding gradients made dense (`_dense`), then the optimizer's update.
+        """One step of the balancing strategy's update (`ranker.balancing.base` says which
+        parameters get which coefficients), loss-scaled under mixed_float16, embedding gradients
+        made dense (`_dense`), then the optimizer's update.
 
         Task metrics (AUC, RMSE) are computed on the training batches only with
         `train_metrics=True`: they cost time every step and early stopping reads the validation
         ones, which `test_step` always computes.
         """
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            loss, parts = self._objective_losses(inputs, True, self.train_metrics)
-            regularization = self._regularization()
-            # each replica's gradient is summed across replicas: scale to the global mean
-            total = (loss + regularization) / float(replicas)
-            scaled = total
-            if hasattr(self.optimizer, "get_scaled_loss"):  # mixed_float16's loss scaling
-                scaled = self.optimizer.get_scaled_loss(total)
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        if hasattr(self.optimizer, "get_unscaled_gradients"):
-            gradients = self.optimizer.get_unscaled_gradients(gradients)
+        balancer = self.balancer
+        if balancer.gradients == "none":
+            with tf.GradientTape() as tape:
+                losses, rows, _ = self._objective_losses(inputs, True, self.train_metrics)
+                loss = balancer(losses, training=True)
+                regularization = self._regularization()
+                scaled = self._scaled(loss + regularization)
+            variables = self.trainable_variables
+            gradients = self._unscaled(tape.gradient(scaled, variables))
+        else:
+            loss, regularization, losses, rows, variables, gradients = self._balanced_gradients(
+                inputs
+            )
         self.optimizer.apply_gradients(
             [(_dense(g), v) for g, v in zip(gradients, variables, strict=True) if g is not None]
         )
-        return self._logs(inputs, loss, regularization, parts, self.train_metrics)
+        for name, value in zip(balancer.outputs, tf.unstack(balancer.effective), strict=True):
+            self.weight_trackers[name].update_state(value)
+        return self._logs(inputs, loss, regularization, losses, rows, training=True)
+
+    def _balanced_gradients(self, inputs: Any) -> tuple[Any, ...]:
+        """A gradient strategy's step: each task's gradient on the shared parameters (or the
+        shared representation), the strategy's coefficients c from them, then every variable's
+        gradient (module docstring of `ranker.balancing.base`)."""
+        balancer = self.balancer
+        shared = [*self.backbone.trainable_variables, *_variables(self.crosses)]
+        towers = _variables(self.towers)
+        grouped = {v.ref() for v in [*shared, *towers]}
+        others = [v for v in self.trainable_variables if v.ref() not in grouped]
+        with tf.GradientTape(persistent=True) as tape:
+            losses, rows, representation = self._objective_losses(inputs, True, self.train_metrics)
+            regularization = self._regularization()
+            vector = balancer.stack(losses)
+            per_task = [self._scaled(vector[k]) for k in range(balancer.num_tasks)]
+        sources = shared if balancer.gradients == "shared" else representation
+        task_gradients = tf.stack(
+            [_flat(self._unscaled(tape.gradient(t, sources)), sources) for t in per_task]
+        )
+        coefficients = tf.stop_gradient(balancer.combine(task_gradients, vector))
+        balancer.effective.assign(coefficients)
+        fixed = tf.constant(balancer.fixed, tf.float32)
+        with tape:  # the same tape, recording the two weighted sums
+            loss = tf.reduce_sum(coefficients * vector) + balancer.regularizer()
+            combined = self._scaled(loss + regularization)
+            by_fixed = self._scaled(tf.reduce_sum(fixed * vector))
+        if balancer.gradients == "shared":
+            shared_gradients = _unflat(
+                tf.linalg.matvec(task_gradients, coefficients, transpose_a=True), shared
+            )
+            penalty = self._unscaled(tape.gradient(self._scaled(regularization), shared))
+            shared_gradients = [
+                g if r is None else g + tf.convert_to_tensor(r)
+                for g, r in zip(shared_gradients, penalty, strict=True)
+            ]
+        else:
+            shared_gradients = self._unscaled(tape.gradient(combined, shared))
+        other_gradients = self._unscaled(tape.gradient(combined, others))
+        tower_gradients = self._unscaled(tape.gradient(by_fixed, towers))
+        del tape
+        variables = [*shared, *others, *towers]
+        gradients = [*shared_gradients, *other_gradients, *tower_gradients]
+        return loss, regularization, losses, rows, variables, gradients
+
+    def _scaled(self, loss: tf.Tensor) -> tf.Tensor:
+        """A replica's loss as the optimizer differentiates it: over the replicas (their gradients
+        are summed), times the loss scale under mixed_float16."""
+        total = loss / float(tf.distribute.get_strategy().num_replicas_in_sync)
+        if hasattr(self.optimizer, "get_scaled_loss"):
+            return self.optimizer.get_scaled_loss(total)
+        return total
+
+    def _unscaled(self, gradients: list[Any]) -> list[Any]:
+        if hasattr(self.optimizer, "get_unscaled_gradients"):
+            return list(self.optimizer.get_unscaled_gradients(gradients))
+        return list(gradients)
 
     def test_step(self, inputs: Any) -> dict[str, tf.Tensor]:
-        loss, parts = self._objective_losses(inputs, False, compute_metrics=True)
+        losses, rows, _ = self._objective_losses(inputs, False, compute_metrics=True)
+        loss = self.balancer(losses, training=False)
         regularization = self._regularization()
-        return self._logs(inputs, loss, regularization, parts, task_metrics=True)
+        return self._logs(inputs, loss, regularization, losses, rows, training=False)
 
     def _regularization(self) -> tf.Tensor:
         """The sum of the layers' regularization losses (embedding L2, ...); 0 without any."""
@@ -242,18 +304,28 @@ class RankingModel(tfrs.models.Model):
         inputs: Any,
         loss: tf.Tensor,
         regularization: tf.Tensor,
-        parts: Mapping[str, tuple[tf.Tensor, tf.Tensor]],
-        task_metrics: bool,
+        losses: Mapping[str, tf.Tensor],
+        rows: Mapping[str, tf.Tensor],
+        training: bool,
     ) -> dict[str, tf.Tensor]:
         """Every logged value as a mean over the epoch's rows so far (Keras would log the last
-        batch's loss, which made `val_loss` one batch's noise and early stopping follow it)."""
-        rows = tf.cast(tf.shape(next(iter(inputs[1].values())))[0], tf.float32)
-        self.loss_trackers["loss"].update_state(loss, sample_weight=rows)
-        self.loss_trackers["regularization_loss"].update_state(regularization, sample_weight=rows)
-        self.loss_trackers["total_loss"].update_state(loss + regularization, sample_weight=rows)
-        for name, (value, count) in parts.items():
-            self.loss_trackers[f"{name}_loss"].update_state(value, sample_weight=count)
-        shown = self.metrics if task_metrics else self.loss_trackers.values()
+        batch's loss, which made `val_loss` one batch's noise and early stopping follow it); in
+        training, each objective's mean coefficient (`{output}_weight`) too."""
+        batch = tf.cast(tf.shape(next(iter(inputs[1].values())))[0], tf.float32)
+        self.loss_trackers["loss"].update_state(loss, sample_weight=batch)
+        self.loss_trackers["regularization_loss"].update_state(regularization, sample_weight=batch)
+        self.loss_trackers["total_loss"].update_state(loss + regularization, sample_weight=batch)
+        for name, value in losses.items():
+            self.loss_trackers[f"{name}_loss"].update_state(value, sample_weight=rows[name])
+        task_metrics = not training or self.train_metrics
+        weights = {id(m) for m in self.weight_trackers.values()}
+        shown = (
+            [m for m in self.metrics if id(m) not in weights]
+            if task_metrics
+            else list(self.loss_trackers.values())
+        )
+        if training:
+            shown += list(self.weight_trackers.values())
         return {metric.name: metric.result() for metric in shown}
 
     def get_config(self) -> dict[str, Any]:
@@ -262,10 +334,38 @@ class RankingModel(tfrs.models.Model):
             "architecture": self.architecture,
             "hparams": self.hparams.model_dump(mode="json"),
             "task_weights": self.task_weights,
-            "loss_weighting": self.loss_weighting_name,
+            "loss_weighting": (
+                self.loss_weighting
+                if isinstance(self.loss_weighting, str)
+                else dict(self.loss_weighting)
+            ),
             "train_metrics": self.train_metrics,
             "masked_loss": self.masked_loss,
         }
+
+
+def _variables(layers: Iterable[keras.layers.Layer]) -> list[tf.Variable]:
+    return [v for layer in layers for v in layer.trainable_variables]
+
+
+def _flat(gradients: list[Any], sources: list[Any]) -> tf.Tensor:
+    """One task's gradients as one flat float32 vector (zeros where a source gets none)."""
+    parts = [
+        tf.zeros([tf.size(s)], tf.float32)
+        if g is None
+        else tf.reshape(tf.cast(tf.convert_to_tensor(g), tf.float32), [-1])
+        for g, s in zip(gradients, sources, strict=True)
+    ]
+    return tf.concat(parts, axis=0)
+
+
+def _unflat(vector: tf.Tensor, variables: list[tf.Variable]) -> list[tf.Tensor]:
+    """A flat vector cut back into tensors shaped (and typed) as `variables`."""
+    sizes = [v.shape.num_elements() for v in variables]
+    pieces = tf.split(vector, sizes) if sizes else []
+    return [
+        tf.cast(tf.reshape(p, v.shape), v.dtype) for p, v in zip(pieces, variables, strict=True)
+    ]
 
 
 def _dense(gradient: Any) -> Any:

@@ -7,7 +7,7 @@ batch_size: auto              # or a number; auto: from the training rows (see a
 epochs: 20                    # the most epochs; early stopping ends the run before, at the best
 early_stopping: {patience: 2, monitor: val_loss}
 task_weights: {ctr: 1.0, cvr: 1.0}
-loss_weighting: fixed         # or uncertainty
+loss_weighting: fixed         # a strategy of ranker.balancing, or {name: cagrad, c: 0.4}
 mixed_precision: false        # mixed_float16 on GPU, mixed_bfloat16 on CPU
 jit_compile: false            # XLA
 """
@@ -75,7 +75,9 @@ class TrainConfig(_Strict):
     epochs: int = Field(default=20, ge=1)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     task_weights: dict[str, float] = Field(default_factory=dict)
-    loss_weighting: Literal["fixed", "uncertainty"] = "fixed"
+    # the balancing strategy (ranker.balancing): a name, or a mapping with its name and
+    # hyperparameters; checked against the strategy's own config when the model is built
+    loss_weighting: str | dict[str, Any] = "fixed"
     # a conditioned task's (CVR's) loss: summed over its observed rows and averaged over the batch
     # ("batch", what Keras does with sample weights), or averaged over the observed rows only
     masked_loss: Literal["batch", "observed"] = "batch"

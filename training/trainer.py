@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from ranker import registry
+from ranker import balancing, registry
 from ranker.contract import TrainingSummary
 from ranker.errors import ConfigError, MtrankError
 from ranker.keras_compat import keras, tf
@@ -113,6 +113,7 @@ def train(
             f"the config says architecture {config.architecture!r} but --model is {architecture!r}"
         )
     registry.get(architecture)  # an unknown name fails before any data is read
+    balancing.parse(config.loss_weighting)  # so does an unknown strategy or a bad parameter
     name = name or architecture
     schema = Schema.load(data_dir / "schema.yaml")
     _check_monitor(config, schema, architecture)
