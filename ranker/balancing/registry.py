@@ -27,6 +27,8 @@ _STRATEGIES: dict[str, type[Balancer]] = {}
 _MODULES = (
     "fixed",
     "uncertainty",
+    # loss weighting
+    # gradient surgery
 )
 
 
