@@ -81,7 +81,7 @@ def signature_inputs(schema: Schema) -> dict[str, SignatureInput]:
 
 class TrainingSummary(_Strict):
     """How an export was trained: the part of metadata.json that `mtrank train` fills in
-    (`best_epoch` is absent from exports made before 2026-12-05)."""
+    (`best_epoch` and `balancing` are absent from exports made before 2026-12-05)."""
 
     architecture: str
     train_config: dict[str, Any]
@@ -92,6 +92,9 @@ class TrainingSummary(_Strict):
     precision: str
     epochs_run: int = Field(ge=0)
     best_epoch: int | None = None
+    # the balancing strategy and, per epoch, each objective's mean coefficient and each pair's
+    # gradient cosine (training.task_balance); absent from exports made before 2026-12-05
+    balancing: dict[str, Any] | None = None
 
 
 class ExportMetadata(TrainingSummary):
@@ -114,7 +117,7 @@ class ExportMetadata(TrainingSummary):
         return Schema.from_dict(self.schema_, source=f"{source}: schema")
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2)
+        return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_unset=True), indent=2)
 
     def write(self, directory: Path) -> Path:
         path = Path(directory) / METADATA_FILE

@@ -276,6 +276,32 @@ class RankingModel(tfrs.models.Model):
         gradients = [*shared_gradients, *other_gradients, *tower_gradients]
         return loss, regularization, losses, rows, variables, gradients
 
+    def gradient_cosines(self, inputs: Any) -> dict[str, tf.Tensor]:
+        """On one batch, the cosine similarity of each pair of objectives' gradients on the shared
+        dense parameters (backbone, crosses), as `cosine_{a}_{b}`: below 0, the tasks pull the
+        shared parameters apart (the conflict gradient surgery acts on). 0 where a task's
+        gradient is 0 (parameters no two tasks share, e.g. single-task's)."""
+        matrix = self._gradient_cosines(inputs)
+        outputs = self.balancer.outputs
+        return {
+            f"cosine_{a}_{b}": matrix[i, j]
+            for i, a in enumerate(outputs)
+            for j, b in enumerate(outputs)
+            if i < j
+        }
+
+    @tf.function
+    def _gradient_cosines(self, inputs: Any) -> tf.Tensor:
+        shared = [*self.backbone.trainable_variables, *_variables(self.crosses)]
+        with tf.GradientTape(persistent=True) as tape:
+            losses, _, _ = self._objective_losses(inputs, False, compute_metrics=False)
+        rows = [
+            _flat(tape.gradient(losses[name], shared), shared) for name in self.balancer.outputs
+        ]
+        del tape
+        unit = tf.math.l2_normalize(tf.stack(rows), axis=1)
+        return tf.matmul(unit, unit, transpose_b=True)
+
     def _scaled(self, loss: tf.Tensor) -> tf.Tensor:
         """A replica's loss as the optimizer differentiates it: over the replicas (their gradients
         are summed), times the loss scale under mixed_float16."""

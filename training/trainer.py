@@ -41,6 +41,7 @@ from training.distribute import Placement, placement_from_environment, set_preci
 from training.evaluation import evaluate_file, json_safe, keras_scorer
 from training.export import write_version
 from training.memory import estimated_bytes, memory_dataset
+from training.task_balance import BalancingMonitor, balancing_summary
 
 SPLITS = ("train", "val", "test")
 
@@ -185,6 +186,7 @@ def train(
             precision=policy,
             epochs_run=finished.epochs_run,
             best_epoch=finished.best_epoch,
+            balancing=balancing_summary(config.loss_weighting, finished.history),
         )
         version, path = write_version(
             model, models_dir / name, summary, paths.values(), placement.is_chief
@@ -222,7 +224,10 @@ def _fit(
     """`model.fit` with early stopping (restoring the best epoch) and per-epoch backups."""
     train_data = _dataset(paths["train"], schema, config, placement, tables, shuffle=True)
     val_data = _dataset(paths["val"], schema, config, placement, tables, shuffle=False)
-    callbacks = _callbacks(config, run_dir, verbose)
+    # one fixed training batch for the per-epoch gradient cosines (single worker: a worker's
+    # shard cannot be read outside the strategy's own iteration)
+    probe = next(iter(train_data)) if placement.num_workers == 1 else None
+    callbacks = [BalancingMonitor(probe), *_callbacks(config, run_dir, verbose)]
     progress = next(c for c in callbacks if isinstance(c, Progress))
     stopping = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
     with reader_errors():
@@ -476,7 +481,7 @@ class Progress(keras.callbacks.Callback):
         shown = "  ".join(
             f"{k} {v:.4f}"
             for k, v in sorted((logs or {}).items())
-            if "auc" in k or k == "loss" or k == "val_loss"
+            if "auc" in k or k in ("loss", "val_loss") or k.endswith("_weight") or "cosine_" in k
         )
         end = "\n" if sys.stderr.isatty() else ""
         print(f"{end}epoch {epoch + 1}/{self.epochs}  {seconds:.1f}s  {shown}", file=sys.stderr)
