@@ -179,13 +179,19 @@ class Feature(_Strict):
 
 
 class Task(_Strict):
-    """A learning target: one label column, binary (sigmoid) or regression (identity)."""
+    """A learning target: one label column, binary (sigmoid) or regression (identity).
+
+    `auxiliary: true`: a task trained (weighted by the balancing strategy like any other) and
+    reported in the metrics to help the others learn, but not served (not an output of the
+    export's signature, not part of a product) and never the early-stopping monitor.
+    """
 
     name: Name
     label: Name
     type: TaskType = "binary"
     condition: str | None = None
     weight: float = 1.0
+    auxiliary: bool = False
 
     @field_validator("weight")
     @classmethod
@@ -271,6 +277,13 @@ class Schema(_Strict):
                     raise ValueError(
                         f"products[{i}].of: {name!r} is not a binary task (product {product.name!r})"
                     )
+                if tasks[name].auxiliary:
+                    raise ValueError(
+                        f"products[{i}].of: {name!r} is an auxiliary task, which is never served "
+                        f"(product {product.name!r})"
+                    )
+        if self.tasks and all(task.auxiliary for task in self.tasks):
+            raise ValueError("tasks: every task is auxiliary; at least one must be served")
         for entity, key in (("user", self.keys.user), ("item", self.keys.item)):
             if self.entity_features(entity) and key not in by_name:  # type: ignore[arg-type]
                 raise ValueError(f"keys.{entity}: {key!r} is not a feature of this schema")
@@ -318,12 +331,19 @@ class Schema(_Strict):
 
     @property
     def output_names(self) -> list[str]:
-        """Every score a model returns: tasks first, then products, in schema order."""
-        return [t.name for t in self.tasks] + [p.name for p in self.products]
+        """Every score an export serves: the tasks that are not auxiliary, then the products, in
+        schema order. (The Keras model also returns the auxiliary tasks' scores, for training
+        and its test metrics.)"""
+        return [t.name for t in self.tasks if not t.auxiliary] + [p.name for p in self.products]
+
+    @property
+    def auxiliary_outputs(self) -> list[str]:
+        return [t.name for t in self.tasks if t.auxiliary]
 
     def scoring(self) -> dict[str, Scoring]:
-        """Per output (`output_names` order), its labels and rows: the one rule the training
-        loss (`ranker.tasks`) and the offline metrics (`training.metrics`) both read."""
+        """Per output (every task, auxiliary ones too, then every product), its labels and rows:
+        the one rule the training loss (`ranker.tasks`) and the offline metrics
+        (`training.metrics`) both read."""
         scoring = {
             task.name: Scoring(labels=(task.label,), condition=task.condition)
             for task in self.tasks

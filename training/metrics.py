@@ -270,12 +270,15 @@ def evaluate(
     measured on rows where the condition label is 1; a product on all rows against the product
     of its tasks' labels (its prediction, if missing, is the product of theirs). GAUC groups by
     `user_ids`, and is left out when they are None (data without a user column). Regression tasks
-    get rmse, mae and count.
+    get rmse, mae and count. An auxiliary task is measured where `predictions` has it (the Keras
+    model's; an export does not serve it).
     """
     users = None if user_ids is None else np.asarray(user_ids).ravel()
     truth, scored = output_labels(schema, labels), output_rows(schema, labels)
     results: dict[str, dict[str, float]] = {}
     for task in schema.tasks:
+        if task.auxiliary and task.name not in predictions:  # an export does not serve it
+            continue
         rows = scored[task.name]
         y, p = truth[task.name][rows], _floats(predictions[task.name])[rows]
         if task.type == "regression":

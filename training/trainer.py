@@ -396,6 +396,12 @@ def _check_monitor(config: TrainConfig, schema: Schema, architecture: str) -> No
     """An early-stopping monitor the model never logs is an error (Keras would only warn)."""
     monitor = config.early_stopping.monitor
     logged = log_names(schema, architecture, config.train_metrics)
+    for name in schema.auxiliary_outputs:
+        if config.early_stopping.enabled and monitor.removeprefix("val_").startswith(f"{name}_"):
+            raise ConfigError(
+                f"early_stopping.monitor: {monitor!r} is auxiliary task {name!r}'s; an auxiliary "
+                f"task never stops training (monitor a served task's metric, or val_loss)"
+            )
     if config.early_stopping.enabled and monitor not in logged:
         hint = ""
         if f"val_{monitor}" in logged:

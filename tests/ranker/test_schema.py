@@ -238,3 +238,19 @@ def test_scoring_says_each_outputs_labels_and_rows() -> None:
     assert scoring["ctr"] == Scoring(labels=("click",), condition=None)
     assert scoring["cvr"] == Scoring(labels=("conversion",), condition="click")
     assert scoring["ctcvr"] == Scoring(labels=("click", "conversion"), condition=None)
+
+
+def test_an_auxiliary_task_is_never_served() -> None:
+    from tests.ranker.conftest import click_log_schema
+
+    raw = click_log_schema().to_dict()
+    raw["tasks"].append({"name": "dwell", "label": "dwell", "type": "regression", "auxiliary": True})
+    schema = Schema.from_dict(raw)
+    assert schema.output_names == ["ctr", "cvr", "ctcvr"] and schema.auxiliary_outputs == ["dwell"]
+    assert list(schema.scoring()) == ["ctr", "cvr", "dwell", "ctcvr"]  # trained and measured
+    raw["tasks"][1]["auxiliary"] = True  # cvr auxiliary, but ctcvr = ctr * cvr is served
+    with pytest.raises(SchemaError, match=r"products\[0\].of: 'cvr' is an auxiliary task"):
+        Schema.from_dict(raw)
+    raw = {**raw, "products": [], "tasks": [{**t, "auxiliary": True} for t in raw["tasks"]]}
+    with pytest.raises(SchemaError, match="every task is auxiliary"):
+        Schema.from_dict(raw)

@@ -275,3 +275,40 @@ def test_a_test_split_missing_a_column_fails_before_training(
     err = capsys.readouterr().err
     assert "test.parquet: column 'income' is missing (numeric context feature)" in err
     assert not [line for line in err.splitlines() if line.startswith("epoch ")]
+
+
+def test_an_auxiliary_task_is_trained_and_reported_but_not_served(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`auxiliary: true` (dwell time helping ctr/cvr): in train's test metrics, not in the
+    export's outputs, :predict or the monitor."""
+    data = _three_tasks(tmp_path / "data")
+    schema = yaml.safe_load((data / "schema.yaml").read_text())
+    schema["tasks"][2]["auxiliary"] = True
+    (data / "schema.yaml").write_text(yaml.safe_dump(schema))
+    summary = _train(data, tmp_path / "models", capsys)
+    assert sorted(summary["test"]) == ["ctcvr", "ctr", "cvr", "dwell"]  # trained and reported
+    assert summary["test"]["dwell"]["rmse"] > 0
+    metadata = json.loads((Path(summary["path"]) / "metadata.json").read_text())
+    assert metadata["outputs"] == ["ctr", "cvr", "ctcvr"]  # not served
+    assert "dwell_weight" in metadata["balancing"]["per_epoch"]  # weighted like any task
+    assert main(["evaluate", "--model", summary["path"], "--data", str(data / "test.parquet")]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(evaluated) == ["ctcvr", "ctr", "cvr"]
+    rows = pq.read_table(data / "test.parquet").slice(0, 3).to_pylist()
+    names = {f["name"] for f in schema["features"]}
+    instances = [{k: v for k, v in row.items() if k in names} for row in rows]
+    settings = Settings(models_dir=tmp_path / "models", poll_interval_s=0)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/v1/models/mmoe:predict", json={"instances": instances})
+    assert response.status_code == 200 and set(response.json()["predictions"][0]) == {
+        "ctr",
+        "cvr",
+        "ctcvr",
+    }
+    # ...and it is never the early-stopping monitor: one line before any data is read
+    config = data / "monitor.yaml"
+    config.write_text(yaml.safe_dump({"early_stopping": {"monitor": "val_dwell_loss"}}))
+    args = ["train", "--data", str(data), "--model", "mmoe", "--out", str(tmp_path / "m2")]
+    assert main([*args, "--config", str(config), "--quiet"]) == 2
+    assert "'val_dwell_loss' is auxiliary task 'dwell''s" in capsys.readouterr().err
