@@ -40,12 +40,15 @@ class BalancingMonitor(keras.callbacks.Callback):
                 logs[name] = float(value)
 
 
-def balancing_summary(spec: Any, history: dict[str, list[float]]) -> dict[str, Any]:
-    """What metadata.json says of the balancing: the strategy, and per epoch each objective's mean
-    coefficient and each pair's gradient cosine."""
-    per_epoch = {
-        key: values
+def balancing_history(history: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Per epoch, each objective's mean coefficient and each pair's gradient cosine."""
+    return {
+        key: list(values)
         for key, values in history.items()
         if key.endswith("_weight") or key.startswith("cosine_")
     }
-    return {"strategy": spec, "per_epoch": per_epoch}
+
+
+def balancing_summary(spec: Any, history: dict[str, list[float]]) -> dict[str, Any]:
+    """What metadata.json says of the balancing: the strategy, and `balancing_history`."""
+    return {"strategy": spec, "per_epoch": balancing_history(history)}

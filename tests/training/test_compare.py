@@ -132,6 +132,27 @@ def test_plots_are_png_files_the_html_links(compared: tuple[Path, dict[str, Any]
     assert report["plots"]["roc"] == {o: f"roc_{o}.png" for o in OUTPUTS}
 
 
+def test_variants_that_differ_in_strategy_are_compared_with_their_balancing_plotted(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    extra = ("--runs", "1", "--epochs", "2", "--batch-size", "2048", "--quiet")
+    code, _ = _compare(tiny_dir, "mmoe,mmoe+uncertainty", tmp_path, *extra)
+    assert code == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["models"]) == {"mmoe", "mmoe+uncertainty"}
+    assert report["models"]["mmoe+uncertainty"]["architecture"] == "mmoe+uncertainty"
+    fixed = report["models"]["mmoe"]["balancing"][0]
+    learned = report["models"]["mmoe+uncertainty"]["balancing"][0]
+    assert fixed["ctr_weight"] == [1.0, 1.0] and len(fixed["cosine_ctr_cvr"]) == 2
+    assert learned["cvr_weight"] != [1.0, 1.0]  # uncertainty moved its weights
+    assert [p["a"] for p in report["pairwise"]["ctr"]] == ["mmoe"]  # the pair was tested
+    data = (tmp_path / "balancing.png").read_bytes()
+    assert (
+        data.startswith(PNG_MAGIC)
+        and "src='balancing.png'" in (tmp_path / "report.html").read_text()
+    )
+
+
 def test_one_run_falls_back_to_delong_interval(tiny_dir: Path, tmp_path: Path) -> None:
     extra = ("--runs", "1", "--epochs", "1", "--batch-size", "2048", "--quiet")
     code, _ = _compare(tiny_dir, "shared_bottom", tmp_path, *extra)
@@ -150,6 +171,8 @@ def test_one_run_falls_back_to_delong_interval(tiny_dir: Path, tmp_path: Path) -
         ("mmoe,mmoe", [], "'mmoe' twice"),
         ("mmoe", ["--runs", "0"], "--runs must be >= 1, got 0"),
         ("mmoe", ["--epochs", "0"], "--epochs must be >= 1"),
+        ("mmoe,mmoe+pcgrd", [], "unknown strategy 'pcgrd'"),
+        ("mmoe+", [], "'mmoe+' names no strategy after '+'"),
     ],
 )
 def test_bad_input_is_one_line(

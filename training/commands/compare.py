@@ -34,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", required=True, type=Path, help="directory with schema.yaml and the splits"
     )
     parser.add_argument(
-        "--models", required=True, metavar="A,B,...", help="architectures to compare, e.g. mmoe,ple"
+        "--models",
+        required=True,
+        metavar="A,B,...",
+        help="variants to compare: architectures, each optionally +strategy, e.g. mmoe,mmoe+pcgrad,ple",
     )
     parser.add_argument("--out", required=True, type=Path, metavar="REPORT_DIR")
     parser.add_argument("--runs", type=int, default=3, help="seeds per model (default 3)")
@@ -133,6 +136,13 @@ def render_html(report: dict[str, Any]) -> str:
             + "".join(_img(p, f"{output} plot") for p in plots if p)
             + "</div>"
         )
+    if report["plots"].get("balancing"):
+        body.append("<h2>Task balancing</h2>")
+        body.append(
+            "<p class='muted'>Per epoch (first run of each variant): the cosine of each pair of "
+            "task gradients on the shared parameters, and each objective's mean coefficient.</p>"
+        )
+        body.append(_img(report["plots"]["balancing"], "task balancing per epoch"))
     body.append(_gates_section(report))
     return page("mtrank compare", body, report["notes"], more_style=_MORE_STYLE)
 

@@ -23,11 +23,12 @@ import numpy as np
 from ranker.errors import ConfigError, MtrankError
 from ranker.schema import Schema
 from training import metrics
-from training.compare.config import CompareConfig
+from training.compare.config import CompareConfig, split_variant
 from training.compare.gates import ExpertMap, gate_weights, summarize_gates
-from training.compare.plots import plot_calibration, plot_gates, plot_roc
+from training.compare.plots import plot_balancing, plot_calibration, plot_gates, plot_roc
 from training.compare.report import VariantRuns, model_section, notes, oracle_aucs, pairwise_tests
 from training.compare.segments import segment_rows
+from training.task_balance import balancing_history
 
 
 def compare(
@@ -44,7 +45,7 @@ def compare(
 
     Returns the report dict (plots referenced by file name, relative to out_dir).
     """
-    from ranker import registry
+    from ranker import balancing, registry
     from training.data import read_columns
     from training.trainer import find_split, train
 
@@ -56,8 +57,11 @@ def compare(
     duplicates = sorted({m for m in models if list(models).count(m) > 1})
     if duplicates:
         raise ConfigError(f"--models names {duplicates[0]!r} twice")
-    for name in models:
-        registry.get(name)  # an unknown name fails before any training
+    for name in models:  # an unknown architecture or strategy fails before any training
+        architecture, strategy = split_variant(name)
+        registry.get(architecture)
+        if strategy is not None:
+            balancing.get(strategy)
     if not (data_dir / "schema.yaml").exists():
         raise ConfigError(f"{data_dir}: no schema.yaml (run `mtrank synth --out {data_dir}`)")
     seeds = [config.seed + r for r in range(runs)]
@@ -82,7 +86,10 @@ def compare(
             variant = variants[name] = VariantRuns(name)
             for r, train_config in enumerate(configs[name]):
                 _say(verbose, f"compare: {name} run {r + 1}/{runs} (seed {train_config.seed})")
-                result = train(data_dir, name, exports, train_config, name=name, verbose=verbose)
+                architecture = split_variant(name)[0]
+                result = train(
+                    data_dir, architecture, exports, train_config, name=name, verbose=verbose
+                )
                 model = result.model
                 assert model is not None
                 variant.test.append(result.test)
@@ -91,6 +98,7 @@ def compare(
                 )
                 variant.seconds.append(result.seconds)
                 variant.epochs.append(len(result.history.get("loss", [])))
+                variant.balancing.append(balancing_history(result.history))
                 variant.params = int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
                 weights = gate_weights(model, test_path, schema)
                 if weights:
@@ -161,6 +169,9 @@ def compare(
         report["plots"]["calibration"][output] = plot_calibration(
             out_dir / f"calibration_{output}.png", output, bins, float(y.mean()) if len(y) else 0.0
         )
+    report["plots"]["balancing"] = plot_balancing(
+        out_dir / "balancing.png", {n: v.balancing[0] for n, v in variants.items() if v.balancing}
+    )
     for name, variant in variants.items():
         if variant.gates:
             report["plots"]["gates"][name] = plot_gates(

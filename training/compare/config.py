@@ -1,4 +1,8 @@
-"""The config of `mtrank compare`: one training config for every variant, per-model overrides."""
+"""The config of `mtrank compare`: one training config for every variant, per-model overrides.
+
+A variant is an architecture, optionally with a balancing strategy: `mmoe`, `mmoe+pcgrad`,
+`ple+uncertainty` (the strategy replaces the config's `loss_weighting` for that variant).
+"""
 
 from __future__ import annotations
 
@@ -29,10 +33,13 @@ class CompareConfig(TrainConfig):
             raise ConfigError(f"{path}: 'architecture' has no meaning for compare (use --models)")
         return config
 
-    def for_model(self, architecture: str, models: Sequence[str], seed: int) -> TrainConfig:
-        """The TrainConfig of one variant and seed: its share of `hparams`, then its overrides."""
+    def for_model(self, variant: str, variants: Sequence[str], seed: int) -> TrainConfig:
+        """The TrainConfig of one variant and seed: its share of `hparams`, then its overrides
+        (`hparams_by_model` by architecture), then its strategy (`arch+strategy`)."""
         from ranker import registry
 
+        architecture, strategy = split_variant(variant)
+        models = list(dict.fromkeys(split_variant(v)[0] for v in variants))
         accepted = set(registry.get(architecture).Config.model_fields)
         known = set().union(*(registry.get(m).Config.model_fields for m in models))
         unknown = sorted(set(self.hparams) - known)
@@ -50,4 +57,14 @@ class CompareConfig(TrainConfig):
         hparams.update(self.hparams_by_model.get(architecture, {}))
         base = self.model_dump(exclude={"hparams_by_model"})
         base.update(hparams=hparams, seed=seed)
+        if strategy is not None:
+            base.update(loss_weighting=strategy)
         return TrainConfig.model_validate(base)
+
+
+def split_variant(variant: str) -> tuple[str, str | None]:
+    """`mmoe+pcgrad` -> ("mmoe", "pcgrad"); `mmoe` -> ("mmoe", None)."""
+    architecture, plus, strategy = variant.partition("+")
+    if plus and not strategy:
+        raise ConfigError(f"--models: {variant!r} names no strategy after '+'")
+    return architecture, strategy or None

@@ -113,3 +113,29 @@ def plot_gates(path: Path, name: str, gate_run: Mapping[str, Any]) -> str:
     figure.colorbar(image, ax=list(axes), shrink=0.8, label="mean weight")
     figure.savefig(path, bbox_inches="tight")
     return path.name
+
+
+def plot_balancing(path: Path, histories: Mapping[str, Mapping[str, list[float]]]) -> str | None:
+    """Per variant (its first run), each pair of tasks' gradient cosine on the shared parameters
+    (left) and each objective's balancing coefficient (right), per epoch; None without data."""
+    if not any(histories.values()):
+        return None
+    figure = _figure(10.4, 4.2)
+    cosine, weight = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    for variant, history in histories.items():
+        for key, values in history.items():
+            epochs = range(1, len(values) + 1)
+            if key.startswith("cosine_"):
+                label = f"{variant}: {key.removeprefix('cosine_').replace('_', ' / ', 1)}"
+                cosine.plot(epochs, values, marker="o", markersize=3, linewidth=1.4, label=label)
+            else:
+                label = f"{variant}: {key.removesuffix('_weight')}"
+                weight.plot(epochs, values, marker="o", markersize=3, linewidth=1.4, label=label)
+    cosine.axhline(0.0, color="#bbb", linestyle="--", linewidth=1)
+    cosine.set(xlabel="epoch", ylabel="cosine of the task gradients (shared parameters)")
+    cosine.set_title("Task conflict (below 0: the tasks pull apart)")
+    weight.set(xlabel="epoch", ylabel="mean coefficient")
+    weight.set_title("Balancing coefficients")
+    cosine.legend(loc="best", fontsize=7)
+    cosine.grid(alpha=0.3)
+    return _save_line_plot(figure, weight, path, legend="best")

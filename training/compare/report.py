@@ -43,6 +43,8 @@ class VariantRuns:
     epochs: list[int] = field(default_factory=list)
     params: int = 0
     gates: list[dict[str, Any]] = field(default_factory=list)
+    # per run: per epoch, each objective's balancing coefficient and each pair's gradient cosine
+    balancing: list[dict[str, list[float]]] = field(default_factory=list)
 
 
 def oracle_aucs(
@@ -157,6 +159,7 @@ def model_section(
         "params": variant.params,
         "train_seconds": mean_interval(variant.seconds, level),
         "epochs_run": variant.epochs,
+        "balancing": variant.balancing,
         "tasks": tasks,
         "gates": (
             {"shown_seed": variant.gates[0]["seed"], "runs": variant.gates}
