@@ -113,6 +113,33 @@ def observable_ceiling(
     }
 
 
+def ratios(
+    labels: dict[str, np.ndarray],
+    truth: dict[str, float],
+    test_scores: dict[str, Any],
+    test: dict[str, dict[str, float]],
+) -> dict[str, float]:
+    """A model's test AUCs and its ratios to the oracle's (`RATIOS`) on the test split's rows."""
+    p_click, p_conversion = labels["p_click"], labels["p_conversion"]
+    truth_ctcvr = p_click * p_conversion
+    scores = {key: np.asarray(test_scores[key]) for key in ("ctr", "cvr", "ctcvr")}
+    return {
+        "ctr_auc": test["ctr"]["auc"],
+        "ctr_ratio": test["ctr"]["auc"] / truth["ctr"],
+        "ctcvr_auc": test["ctcvr"]["auc"],
+        "ctcvr_ratio": test["ctcvr"]["auc"] / truth["ctcvr"],
+        "ctr_expected_ratio": expected_auc(p_click, scores["ctr"]) / truth["ctr_expected"],
+        "ctcvr_expected_ratio": expected_auc(truth_ctcvr, scores["ctcvr"])
+        / truth["ctcvr_expected"],
+        # where the CTCVR gap is: this model's CTR with the true CVR, and the other way round
+        "ctcvr_expected_ratio_true_cvr": expected_auc(truth_ctcvr, scores["ctr"] * p_conversion)
+        / truth["ctcvr_expected"],
+        "ctcvr_expected_ratio_true_ctr": expected_auc(truth_ctcvr, p_click * scores["cvr"])
+        / truth["ctcvr_expected"],
+        "cvr_auc": test["cvr"]["auc"],
+    }
+
+
 def with_schema(data: Path, schema: Path) -> Path:
     """A directory that links every file of `data` but reads `schema` as its schema.yaml."""
     Schema.load(schema)  # a bad variant fails here, before any data is linked
@@ -209,8 +236,6 @@ def evaluate(
     truth = oracle(labels)
     ceiling = observable_ceiling(data, labels, truth)
     both = labels["click"].astype(float) * labels["conversion"].astype(float)
-    p_click, p_conversion = labels["p_click"], labels["p_conversion"]
-    truth_ctcvr = p_click * p_conversion
     models = Path(tempfile.mkdtemp(prefix="mtrank-quality-models-"))
     results.update(
         {
@@ -234,27 +259,13 @@ def evaluate(
         started = time.perf_counter()
         result = train(data, name, models, config, verbose=False)
         _, low, high = auc_confidence_interval(both, np.asarray(result.test_scores["ctcvr"]))
-        test = result.test
-        scores = {key: np.asarray(result.test_scores[key]) for key in ("ctr", "cvr", "ctcvr")}
         row = {
-            "ctr_auc": test["ctr"]["auc"],
-            "ctr_ratio": test["ctr"]["auc"] / truth["ctr"],
-            "ctcvr_auc": test["ctcvr"]["auc"],
-            "ctcvr_ratio": test["ctcvr"]["auc"] / truth["ctcvr"],
+            **ratios(labels, truth, result.test_scores, result.test),
             "ctcvr_ci95": [low, high],
-            "ctr_expected_ratio": expected_auc(p_click, scores["ctr"]) / truth["ctr_expected"],
-            "ctcvr_expected_ratio": expected_auc(truth_ctcvr, scores["ctcvr"])
-            / truth["ctcvr_expected"],
-            # where the CTCVR gap is: this model's CTR with the true CVR, and the other way round
-            "ctcvr_expected_ratio_true_cvr": expected_auc(truth_ctcvr, scores["ctr"] * p_conversion)
-            / truth["ctcvr_expected"],
-            "ctcvr_expected_ratio_true_ctr": expected_auc(truth_ctcvr, p_click * scores["cvr"])
-            / truth["ctcvr_expected"],
-            "cvr_auc": test["cvr"]["auc"],
             "epochs_run": len(result.history.get("loss", [])),
             "seconds": time.perf_counter() - started,
             "history": result.history,
-            "test": test,
+            "test": result.test,
         }
         results["models"][name] = row
         print(
