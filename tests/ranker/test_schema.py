@@ -244,7 +244,9 @@ def test_an_auxiliary_task_is_never_served() -> None:
     from tests.ranker.conftest import click_log_schema
 
     raw = click_log_schema().to_dict()
-    raw["tasks"].append({"name": "dwell", "label": "dwell", "type": "regression", "auxiliary": True})
+    raw["tasks"].append(
+        {"name": "dwell", "label": "dwell", "type": "regression", "auxiliary": True}
+    )
     schema = Schema.from_dict(raw)
     assert schema.output_names == ["ctr", "cvr", "ctcvr"] and schema.auxiliary_outputs == ["dwell"]
     assert list(schema.scoring()) == ["ctr", "cvr", "dwell", "ctcvr"]  # trained and measured
