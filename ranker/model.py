@@ -238,15 +238,16 @@ class RankingModel(tfrs.models.Model):
         shared representation), the strategy's coefficients c from them, then every variable's
         gradient (module docstring of `ranker.balancing.base`)."""
         balancer = self.balancer
-        shared = [*self.backbone.trainable_variables, *_variables(self.crosses)]
-        towers = _variables(self.towers)
-        grouped = {v.ref() for v in [*shared, *towers]}
-        others = [v for v in self.trainable_variables if v.ref() not in grouped]
         with tf.GradientTape(persistent=True) as tape:
             losses, rows, representation = self._objective_losses(inputs, True, self.train_metrics)
             regularization = self._regularization()
             vector = balancer.stack(losses)
             per_task = [self._scaled(vector[k]) for k in range(balancer.num_tasks)]
+        # after the forward pass, which builds the layers on the first call
+        shared = [*self.backbone.trainable_variables, *_variables(self.crosses)]
+        towers = _variables(self.towers)
+        grouped = {v.ref() for v in [*shared, *towers]}
+        others = [v for v in self.trainable_variables if v.ref() not in grouped]
         sources = shared if balancer.gradients == "shared" else representation
         task_gradients = tf.stack(
             [_flat(self._unscaled(tape.gradient(t, sources)), sources) for t in per_task]
@@ -292,9 +293,9 @@ class RankingModel(tfrs.models.Model):
 
     @tf.function
     def _gradient_cosines(self, inputs: Any) -> tf.Tensor:
-        shared = [*self.backbone.trainable_variables, *_variables(self.crosses)]
         with tf.GradientTape(persistent=True) as tape:
             losses, _, _ = self._objective_losses(inputs, False, compute_metrics=False)
+        shared = [*self.backbone.trainable_variables, *_variables(self.crosses)]
         rows = [
             _flat(tape.gradient(losses[name], shared), shared) for name in self.balancer.outputs
         ]

@@ -28,7 +28,16 @@ _MODULES = (
     "fixed",
     "uncertainty",
     # loss weighting
+    "random_weights",
+    "dwa",
+    "dtp",
+    "famo",
+    "gradnorm",
     # gradient surgery
+    "pcgrad",
+    "mgda",
+    "cagrad",
+    "db_mtl",
 )
 
 

@@ -1,0 +1,76 @@
+"""DB-MTL: log-transformed losses, each task's gradient scaled to the largest task's magnitude.
+
+From "Dual-Balancing for Multi-Task Learning" (Lin, Jiang, Ye, Zhang, Chen, Chen, Liu, Tsang and
+Kwok; arXiv:2308.12029, 2023; accepted by Neural Networks). Two balancings:
+
+- loss scale: train on log L_k, whose gradient is g_k / L_k (+1e-8 as LibMTL);
+- gradient magnitude: keep an exponential moving average m_k of each task's log-gradient and
+  scale every task to the largest, alpha_k = max_j ||m_j|| / ||m_k||, with
+  m_k <- beta_t m_k + (1 - beta_t) grad log L_k and beta_t = beta / t^beta_sigma at step t
+  (LibMTL's `DB_beta`, `DB_beta_sigma`, whose defaults 0.9 and 0 are these; 0 gives a plain EMA).
+
+The gradients are those of the shared dense parameters (`gradients = "shared"`). The paper
+updates with sum_k alpha_k m_k, the averaged gradients themselves; a strategy here chooses
+coefficients of the CURRENT batch's gradients (the strategy's variables are created before the
+number of shared parameters is known, too), so this keeps the EMA of the log-gradients' NORMS,
+m_k = EMA of ||g_k|| / L_k, for the magnitudes only, and takes the direction from the batch:
+
+    c_k = w_k * (max_j m_j / m_k) / L_k,
+
+each task's log-gradient scaled by the EMA ratio to the largest one's magnitude, then by its
+fixed weight (the log transform would otherwise cancel the weights: grad log(w L) = g / L). The
+EMA of norms is at least the norm of the EMA (batch noise does not average out in it), so a noisy
+task gets a little less weight than in the paper. Tasks with weight 0 do not set the largest
+magnitude; a task whose gradient has always been zero gets coefficient 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from ranker.balancing.base import Balancer, Gradients, StrategyConfig
+from ranker.balancing.registry import register
+from ranker.keras_compat import tf
+
+EPSILON = 1e-8  # LibMTL's: log(L + 1e-8)
+
+
+class DBMTLConfig(StrategyConfig):
+    beta: float = Field(0.9, ge=0.0, lt=1.0)
+    beta_sigma: float = Field(0.0, ge=0.0)
+
+
+@register("db_mtl")
+class DBMTL(Balancer):
+    """c_k = w_k * (max_j m_j / m_k) / L_k, m the EMA of the log-gradients' norms."""
+
+    Config: ClassVar[type[StrategyConfig]] = DBMTLConfig
+    config: DBMTLConfig
+    gradients: ClassVar[Gradients] = "shared"
+
+    def __init__(
+        self,
+        outputs: Sequence[str],
+        weights: Mapping[str, float] | None = None,
+        config: StrategyConfig | Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(outputs, weights, config, **kwargs)
+        self.step = self.add_state("step", 0.0)
+        self.norms = self.add_state("norms", [0.0] * self.num_tasks)  # m_k
+
+    def combine(self, gradients: tf.Tensor, losses: tf.Tensor) -> tf.Tensor:
+        weights = tf.constant(self.fixed, tf.float32)
+        scaled = losses + EPSILON  # d log(L + eps) = g / (L + eps)
+        norms = tf.norm(gradients, axis=1) / scaled
+        step = self.step + 1.0
+        beta = self.config.beta / step**self.config.beta_sigma
+        average = beta * self.norms + (1.0 - beta) * norms
+        self.step.assign(step)
+        self.norms.assign(average)
+        largest = tf.reduce_max(tf.where(weights > 0.0, average, 0.0))
+        ratio = tf.where(average > 0.0, largest / tf.maximum(average, 1e-30), 0.0)
+        return weights * ratio / scaled
