@@ -64,6 +64,10 @@ class ExpertSet(keras.layers.Layer):
                 dense.build(tf.TensorShape([None, fan_in]))
             for norm, units in zip(expert.norm_layers, expert.units, strict=False):
                 norm.build(tf.TensorShape([None, units]))  # none without batch_norm
+            for dropout, units in zip(expert.dropout_layers, expert.units, strict=False):
+                # `call` drops the first layers' fused output with expert 0's dropout: the others'
+                # first dropouts are never called, and an unbuilt layer warns in every export
+                dropout.build(tf.TensorShape([None, units]))
             expert.built = True
         super().build(input_shape)
 

@@ -56,7 +56,7 @@ def _probe(n: int = 64) -> dict[str, np.ndarray]:
     return features
 
 
-VARIANTS = [*registry.names(), "mmoe+plain", "mmoe+attention"]
+VARIANTS = [*registry.names(), "mmoe+plain", "mmoe+attention", "ple+dropout"]
 # the defaults have DCN-v2 crosses and embedding L2; "+plain" is the model without them
 PLAIN = {"cross_layers": 0, "dropout": 0.0, "embedding_l2": 0.0}
 
@@ -101,7 +101,7 @@ def trained(schema: Schema, tmp_path_factory: pytest.TempPathFactory) -> dict:
         model = RankingModel(
             _attention_schema(schema) if extra == "attention" else schema,
             architecture,
-            PLAIN if extra == "plain" else None,
+            PLAIN if extra == "plain" else {"dropout": 0.2} if extra == "dropout" else None,
         )
         model.adapt([features])
         model.compile(optimizer=keras.optimizers.Adam(0.01))

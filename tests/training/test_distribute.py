@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from training.distribute import _cluster
 
 
@@ -78,10 +80,17 @@ def test_two_workers_on_loopback_train_and_export_one_model(
     assert metadata["placement"] == "MultiWorkerMirroredStrategy (2 workers)"
 
 
-def test_mixed_precision_trains_and_serves_float32(synth_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["fixed", "pcgrad", "mgda"])
+def test_mixed_precision_trains_and_serves_float32(
+    synth_dir: Path, tmp_path: Path, strategy: str
+) -> None:
+    """Under mixed precision, with a loss-weighting strategy and the two gradient kinds (the
+    shared parameters' and the shared representation's gradients, computed in bfloat16)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    config = tmp_path / "config.yaml"
+    config.write_text(f"loss_weighting: {strategy}\n")
     run = subprocess.run(
-        _train_command(synth_dir, tmp_path, "--mixed-precision"),
+        _train_command(synth_dir, tmp_path, "--mixed-precision", "--config", str(config)),
         env=env,
         capture_output=True,
         text=True,
@@ -91,4 +100,5 @@ def test_mixed_precision_trains_and_serves_float32(synth_dir: Path, tmp_path: Pa
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     metadata = json.loads((Path(summary["path"]) / "metadata.json").read_text())
     assert metadata["precision"] == "mixed_bfloat16"
+    assert metadata["balancing"]["strategy"] == strategy
     assert summary["test"]["ctr"]["auc"] > 0.5

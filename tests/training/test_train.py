@@ -207,6 +207,7 @@ def test_resume_after_a_kill_loses_no_finished_epoch(synth_dir: Path, tmp_path: 
     config = tmp_path / "config.yaml"
     config.write_text(
         "batch_size: 512\nearly_stopping: {enabled: false}\nhparams: {bottom_units: [16]}\n"
+        "loss_weighting: dwa\n"  # a strategy with state: DWA's loss history
     )
     base = [
         sys.executable,
@@ -245,6 +246,10 @@ def test_resume_after_a_kill_loses_no_finished_epoch(synth_dir: Path, tmp_path: 
     assert epochs[0] in ("2/3", "3/3") and epochs[-1] == "3/3", epochs
     metadata = json.loads((tmp_path / "m" / "shared_bottom" / "1" / "metadata.json").read_text())
     assert metadata["epochs_run"] == len(epochs)
+    # DWA's epoch-3 weights come from epochs 1 and 2: its state came back with the backup (a
+    # fresh state would have seen one epoch, and DWA keeps the weights at 1 until it has two)
+    weights = metadata["balancing"]["per_epoch"]["ctr_weight"]
+    assert weights[-1] != pytest.approx(1.0, abs=1e-4), weights
 
 
 def test_an_attention_schema_trains_exports_and_serves_the_keras_scores(
