@@ -265,3 +265,13 @@ def test_each_surgery_strategy_trains_mmoe_with_finite_losses(name: str) -> None
     for key in ("loss", "ctr_loss", "cvr_loss", "ctr_weight", "cvr_weight"):
         assert np.isfinite(history[key]).all(), (key, history)
     assert history["ctr_loss"][-1] < history["ctr_loss"][0]  # it learns
+
+
+def test_db_mtl_caps_the_magnitude_ratio_of_a_fading_task() -> None:
+    """A task whose gradient on the shared parameters fades would get an unbounded ratio; it is
+    capped at max_ratio (here 10): c_k = w_k * min(max m / m_k, 10) / L_k."""
+    strategy = balancing.build({"name": "db_mtl", "beta": 0.0}, ["ctr", "cvr"], {})
+    gradients = tf.constant([[3.0, 0.0], [0.0, 1e-6]])
+    losses = tf.constant([1.0, 1.0])
+    c = strategy.combine(gradients, losses).numpy()
+    np.testing.assert_allclose(c, [1.0, 10.0], rtol=1e-5)  # uncapped: 3e6
