@@ -76,8 +76,13 @@ class Balancer(keras.layers.Layer):
             else self.Config.model_validate(dict(config or {}))
         )
         self.effective = self.add_state("effective", self.fixed)
+        self.create_state()
 
     # ---- what strategies override ----------------------------------------------------------------
+
+    def create_state(self) -> None:
+        """Creates the strategy's variables (`add_state`, or trainable `add_weight`); called once
+        by `__init__`, after `outputs`, `task_weights` and `config` are set. None here."""
 
     def coefficients(self, losses: tf.Tensor, training: bool) -> tf.Tensor:
         """c [T] from the batch's losses [T] ("none" strategies); may carry gradients (learned

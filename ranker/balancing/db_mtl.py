@@ -32,8 +32,7 @@ config) the CVR gradient on the shared dense parameters faded, its ratio grew wi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -59,14 +58,7 @@ class DBMTL(Balancer):
     config: DBMTLConfig
     gradients: ClassVar[Gradients] = "shared"
 
-    def __init__(
-        self,
-        outputs: Sequence[str],
-        weights: Mapping[str, float] | None = None,
-        config: StrategyConfig | Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(outputs, weights, config, **kwargs)
+    def create_state(self) -> None:
         self.step = self.add_state("step", 0.0)
         self.norms = self.add_state("norms", [0.0] * self.num_tasks)  # m_k
 

@@ -22,8 +22,7 @@ What we chose where the paper does not fit:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -45,14 +44,7 @@ class DynamicTaskPrioritization(Balancer):
     Config: ClassVar[type[StrategyConfig]] = DTPConfig
     config: DTPConfig
 
-    def __init__(
-        self,
-        outputs: Sequence[str],
-        weights: Mapping[str, float] | None = None,
-        config: StrategyConfig | Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(outputs, weights, config, **kwargs)
+    def create_state(self) -> None:
         self.kappa = self.add_state("dtp_kappa", [0.5] * self.num_tasks)
         self.started = self.add_state("dtp_started", 0.0)  # 1 once kappa holds a KPI
 

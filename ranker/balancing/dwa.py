@@ -17,8 +17,8 @@ same objective every epoch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -38,14 +38,7 @@ class DynamicWeightAverage(Balancer):
     Config: ClassVar[type[StrategyConfig]] = DWAConfig
     config: DWAConfig
 
-    def __init__(
-        self,
-        outputs: Sequence[str],
-        weights: Mapping[str, float] | None = None,
-        config: StrategyConfig | Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(outputs, weights, config, **kwargs)
+    def create_state(self) -> None:
         self.lambdas = self.add_state("dwa_lambdas", [1.0] * self.num_tasks)  # this epoch's
         self.last_losses = self.add_state("dwa_last_losses", [0.0] * self.num_tasks)
         self.epochs = self.add_state("dwa_epochs", 0.0)  # epochs seen by `end_epoch`

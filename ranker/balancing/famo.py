@@ -28,8 +28,7 @@ the same scale). c is a constant of the step (no gradient flows through z_k / L_
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -53,14 +52,7 @@ class FAMO(Balancer):
     Config: ClassVar[type[StrategyConfig]] = FAMOConfig
     config: FAMOConfig
 
-    def __init__(
-        self,
-        outputs: Sequence[str],
-        weights: Mapping[str, float] | None = None,
-        config: StrategyConfig | Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(outputs, weights, config, **kwargs)
+    def create_state(self) -> None:
         zeros = [0.0] * self.num_tasks
         self.logits = self.add_state("famo_logits", zeros)  # xi
         self.previous = self.add_state("famo_previous_log_losses", zeros)

@@ -28,8 +28,7 @@ Validation uses the fixed weights (the base's `coefficients`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -53,14 +52,7 @@ class GradNorm(Balancer):
     gradients: ClassVar[Gradients] = "shared"
     config: GradNormConfig
 
-    def __init__(
-        self,
-        outputs: Sequence[str],
-        weights: Mapping[str, float] | None = None,
-        config: StrategyConfig | Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(outputs, weights, config, **kwargs)
+    def create_state(self) -> None:
         self.learned = self.add_state("gradnorm_weights", self.fixed)
         self.initial_losses = self.add_state("gradnorm_initial_losses", [1.0] * self.num_tasks)
         self.started = self.add_state("gradnorm_started", 0.0)  # 1 once L(0) is recorded

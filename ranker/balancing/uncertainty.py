@@ -8,10 +8,7 @@ The fixed weights w scale each term as with `fixed` (all 1 unless the schema or 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-from ranker.balancing.base import Balancer, StrategyConfig
+from ranker.balancing.base import Balancer
 from ranker.balancing.registry import register
 from ranker.keras_compat import tf
 
@@ -20,14 +17,7 @@ from ranker.keras_compat import tf
 class UncertaintyWeights(Balancer):
     """c_k = w_k * exp(-s_k), s_k trained with the model (initial 0: c = w)."""
 
-    def __init__(
-        self,
-        outputs: Sequence[str],
-        weights: Mapping[str, float] | None = None,
-        config: StrategyConfig | Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(outputs, weights, config, **kwargs)
+    def create_state(self) -> None:
         self.log_vars = {
             name: self.add_weight(
                 name=f"{name}_log_var", shape=(), initializer="zeros", trainable=True

@@ -61,6 +61,10 @@ def test_every_strategy_trains_every_architecture_family(
         assert np.isfinite(history[f"{output}_weight"]).all(), history
     if architecture != "mmoe":
         return
+    assert history["ctr_loss"][-1] < history["ctr_loss"][0], history  # it learns
+    coefficients = [history[f"{output}_weight"] for output in model.balancer.outputs]
+    if strategy not in ("fixed", "pcgrad"):  # pcgrad keeps w = 1 unless the tasks conflict
+        assert not np.allclose(coefficients, 1.0), coefficients  # it chose its own
     # the export is the same whatever the strategy: the schema's outputs, no strategy state
     path = export_saved_model(model, tmp_path / "export")
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
