@@ -15,7 +15,7 @@ coefficients of the CURRENT batch's gradients (the strategy's variables are crea
 number of shared parameters is known, too), so this keeps the EMA of the log-gradients' NORMS,
 m_k = EMA of ||g_k|| / L_k, for the magnitudes only, and takes the direction from the batch:
 
-    c_k = w_k * (max_j m_j / m_k) / L_k,
+    c_k = w_k * (max_j m_j / m_k) / L_k   (L_k: see the guards below),
 
 each task's log-gradient scaled by the EMA ratio to the largest one's magnitude, then by its
 fixed weight (the log transform would otherwise cancel the weights: grad log(w L) = g / L). The
@@ -23,11 +23,14 @@ EMA of norms is at least the norm of the EMA (batch noise does not average out i
 task gets a little less weight than in the paper. Tasks with weight 0 do not set the largest
 magnitude; a task whose gradient has always been zero gets coefficient 0.
 
-The ratio is capped at `max_ratio` (10 by default; the paper has no cap). Here the coefficient
-also scales the task's gradient on the embedding tables (`ranker.balancing.base`), where the
-magnitude balancing did not measure it: on `mtrank synth` (400k rows, MMoE, the README quality
-config) the CVR gradient on the shared dense parameters faded, its ratio grew without bound
-(CVR coefficient 9.5e4, 1.2e13, inf over three epochs) and the CVR head died (CVR AUC 0.50).
+Two guards the paper does not need (its losses never approach 0, and its update is the averaged
+gradient itself): the log transform divides by the task's running loss scale (an EMA of L_k with
+the same beta, the first batch's loss at the start), not by the batch's loss, and the ratio is
+capped at `max_ratio` (10). A task with no gradient in a batch (no observed rows: a CVR batch
+without clicks) gets coefficient 0 and leaves its averages as they are. Without the guards, on
+`mtrank synth` (400k rows, MMoE, the README quality config) batches whose few clicks the model
+already fitted had CVR losses near 0, coefficients of 1e5 to 1e13 (they also scale the
+embeddings' gradients, `ranker.balancing.base`) and the CVR head died (CVR AUC 0.50).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class DBMTLConfig(StrategyConfig):
 
 @register("db_mtl")
 class DBMTL(Balancer):
-    """c_k = w_k * (max_j m_j / m_k) / L_k, m the EMA of the log-gradients' norms."""
+    """c_k = w_k * min(max_j m_j / m_k, max_ratio) / Lbar_k (module docstring)."""
 
     Config: ClassVar[type[StrategyConfig]] = DBMTLConfig
     config: DBMTLConfig
@@ -61,16 +64,26 @@ class DBMTL(Balancer):
     def create_state(self) -> None:
         self.step = self.add_state("step", 0.0)
         self.norms = self.add_state("norms", [0.0] * self.num_tasks)  # m_k
+        self.scales = self.add_state("loss_scales", [1.0] * self.num_tasks)  # EMA of L_k
 
     def combine(self, gradients: tf.Tensor, losses: tf.Tensor) -> tf.Tensor:
         weights = tf.constant(self.fixed, tf.float32)
-        scaled = losses + EPSILON  # d log(L + eps) = g / (L + eps)
-        norms = tf.norm(gradients, axis=1) / scaled
+        norms = tf.norm(gradients, axis=1)
+        seen = norms > 0.0  # a task with no observed rows in the batch has no gradient
         step = self.step + 1.0
         beta = self.config.beta / step**self.config.beta_sigma
-        average = beta * self.norms + (1.0 - beta) * norms
+        first = tf.equal(step, 1.0)
+        scales = tf.where(
+            seen,
+            tf.where(first, losses, beta * self.scales + (1.0 - beta) * losses),
+            self.scales,
+        )
+        scale = scales + EPSILON  # d log(L + eps) = g / (L + eps), L at its running scale
+        average = tf.where(seen, beta * self.norms + (1.0 - beta) * norms / scale, self.norms)
         self.step.assign(step)
+        self.scales.assign(scales)
         self.norms.assign(average)
         largest = tf.reduce_max(tf.where(weights > 0.0, average, 0.0))
         ratio = tf.where(average > 0.0, largest / tf.maximum(average, 1e-30), 0.0)
-        return weights * tf.minimum(ratio, self.config.max_ratio) / scaled
+        capped = tf.minimum(ratio, self.config.max_ratio)
+        return tf.where(seen, weights * capped / scale, 0.0)

@@ -235,12 +235,15 @@ def test_db_mtl_scales_the_log_gradients_to_the_largest_average_norm(beta_sigma:
     np.testing.assert_allclose(c, [1 / 1.5, 0.5 * 2 / 0.5], rtol=1e-6)
     np.testing.assert_allclose(update, [2.0, 0.5 * 2.0], rtol=1e-6)
     np.testing.assert_allclose(strategy.norms.numpy(), [0.2, 0.1], rtol=1e-6)
-    # step 2: log-gradient norms (1, 1); beta_2 = 0.9 / 2^sigma
+    # step 2: the loss scales move to beta * (1.5, 0.5) + (1 - beta) * (1.0, 0.5); the
+    # log-gradient norms are the gradient norms (1, 0.5) over them; beta_2 = 0.9 / 2^sigma
     beta = 0.9 / 2**beta_sigma
-    m = beta * np.array([0.2, 0.1]) + (1 - beta) * np.array([1.0, 1.0])
+    scale = beta * np.array([1.5, 0.5]) + (1 - beta) * np.array([1.0, 0.5])
+    m = beta * np.array([0.2, 0.1]) + (1 - beta) * np.array([1.0, 0.5]) / scale
     c, _ = _combine(strategy, [[1, 0], [0, 0.5]], [1.0, 0.5])
     np.testing.assert_allclose(strategy.norms.numpy(), m, rtol=1e-6)
-    np.testing.assert_allclose(c, [1.0, 0.5 * (m[0] / m[1]) / 0.5], rtol=1e-5)
+    expected = np.array([1.0, 0.5]) * np.minimum(m.max() / m, 10.0) / scale
+    np.testing.assert_allclose(c, expected, rtol=1e-5)
 
 
 def test_db_mtl_caps_the_magnitude_ratio_of_a_fading_task() -> None:
@@ -251,3 +254,15 @@ def test_db_mtl_caps_the_magnitude_ratio_of_a_fading_task() -> None:
     losses = tf.constant([1.0, 1.0])
     c = strategy.combine(gradients, losses).numpy()
     np.testing.assert_allclose(c, [1.0, 10.0], rtol=1e-5)  # uncapped: 3e6
+
+
+def test_db_mtl_skips_a_task_without_rows_and_divides_by_the_running_loss_scale() -> None:
+    """A CVR batch without clicks has no gradient: coefficient 0, averages kept. A batch whose
+    loss is near 0 is divided by the running loss scale, not by ~0."""
+    strategy = balancing.build({"name": "db_mtl", "beta": 0.5}, ["ctr", "cvr"], {})
+    strategy.combine(tf.constant([[1.0, 0.0], [0.0, 1.0]]), tf.constant([0.5, 0.5]))
+    kept = strategy.norms.numpy().copy()
+    c = strategy.combine(tf.constant([[1.0, 0.0], [0.0, 0.0]]), tf.constant([0.5, 0.0])).numpy()
+    assert c[1] == 0.0 and strategy.norms.numpy()[1] == kept[1]
+    c = strategy.combine(tf.constant([[1.0, 0.0], [0.0, 1e-3]]), tf.constant([0.5, 1e-6])).numpy()
+    assert c[1] < 10.0 / 0.25  # at most the cap over the running scale (0.25 = 0.5 * 0.5 + ...)
