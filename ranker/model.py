@@ -255,10 +255,11 @@ class RankingModel(tfrs.models.Model):
         coefficients = tf.stop_gradient(balancer.combine(task_gradients, vector))
         balancer.effective.assign(coefficients)
         fixed = tf.constant(balancer.fixed, tf.float32)
-        with tape:  # the same tape, recording the two weighted sums
+        with tape:  # the same tape, recording the weighted sums
             loss = tf.reduce_sum(coefficients * vector) + balancer.regularizer()
             combined = self._scaled(loss + regularization)
             by_fixed = self._scaled(tf.reduce_sum(fixed * vector))
+            fixed_regularized = self._scaled(tf.reduce_sum(fixed * vector) + regularization)
         if balancer.gradients == "shared":
             shared_gradients = _unflat(
                 tf.linalg.matvec(task_gradients, coefficients, transpose_a=True), shared
@@ -270,7 +271,13 @@ class RankingModel(tfrs.models.Model):
             ]
         else:
             shared_gradients = self._unscaled(tape.gradient(combined, shared))
-        other_gradients = self._unscaled(tape.gradient(combined, others))
+        # embeddings and the input layer: the coefficients where MGDA-UB chose them on their own
+        # output (the representation); fixed weights under surgery on the shared dense parameters
+        other_gradients = self._unscaled(
+            tape.gradient(
+                combined if balancer.gradients == "representation" else fixed_regularized, others
+            )
+        )
         tower_gradients = self._unscaled(tape.gradient(by_fixed, towers))
         del tape
         variables = [*shared, *others, *towers]

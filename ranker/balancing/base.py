@@ -16,10 +16,15 @@ Which parameters get which coefficients (`RankingModel.train_step`):
 
 - shared dense parameters (the backbone: bottoms, experts, gates; the cross layers):
   `G^T c` with "shared" strategies (no extra backward pass), else the gradient of `sum_k c_k L_k`;
-- embedding tables and the input layer: the gradient of `sum_k c_k L_k`. Their gradients are sparse
-  (`IndexedSlices`, a few rows of tables with up to millions): flattening them per task would cost
-  T dense copies of every table, so they follow the coefficients the strategy chose on the dense
-  shared parameters instead of taking part in the surgery;
+- embedding tables and the input layer: with "representation" strategies the gradient of
+  `sum_k c_k L_k` (the coefficients were chosen on their own output); with "shared" ones the
+  gradient of `sum_k w_k L_k`, the fixed weights. Their gradients are sparse (`IndexedSlices`, a
+  few rows of tables with up to millions): flattening them per task would cost T dense copies of
+  every table, so they take no part in the surgery. Nor do they follow its coefficients: those
+  are chosen to make the dense shared update `G^T c` conflict-free and can be large where the task
+  gradients cancel there (CAGrad's c ||g0|| / ||g_w||, DB-MTL's magnitude ratios); applied to the
+  embeddings, where nothing cancels, they blew up the CVR head on the synthetic world (CVR AUC
+  0.50 under CAGrad and DB-MTL);
 - task-specific parameters (the towers): the gradient of `sum_k w_k L_k` with the tasks' fixed
   weights `w` (surgery acts on what tasks share; a tower only ever sees its own task).
 
