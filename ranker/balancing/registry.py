@@ -7,77 +7,42 @@ strategy's typed `Config` (unknown keys are errors naming the key).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from ranker.config_files import describe_validation_error
 from ranker.errors import ConfigError
+from ranker.named import NamedClasses
 
 if TYPE_CHECKING:
     from ranker.balancing.base import Balancer, StrategyConfig
 
-B = TypeVar("B", bound="type[Balancer]")
-
-_STRATEGIES: dict[str, type[Balancer]] = {}
-
 # The modules that hold the registered strategies, imported on first lookup.
-_MODULES = (
-    "fixed",
-    "uncertainty",
-    # loss weighting
-    "random_weights",
-    "dwa",
-    "dtp",
-    "famo",
-    "gradnorm",
-    # gradient surgery
-    "pcgrad",
-    "mgda",
-    "cagrad",
-    "db_mtl",
+STRATEGIES: NamedClasses[type[Balancer]] = NamedClasses(
+    "balancing strategy",
+    "ranker.balancing",
+    (
+        "fixed",
+        "uncertainty",
+        # loss weighting
+        "random_weights",
+        "dwa",
+        "dtp",
+        "famo",
+        "gradnorm",
+        # gradient surgery
+        "pcgrad",
+        "mgda",
+        "cagrad",
+        "db_mtl",
+    ),
+    unknown="loss_weighting: unknown strategy",
 )
-
-
-def register(name: str):  # type: ignore[no-untyped-def]
-    """Registers a Balancer subclass under `name` and makes it Keras-serializable."""
-
-    def decorate(cls: B) -> B:
-        if name in _STRATEGIES:
-            raise ValueError(
-                f"balancing strategy {name!r} is registered twice; known: {sorted(_STRATEGIES)}"
-            )
-        from ranker.keras_compat import keras
-
-        cls.name_in_registry = name
-        _STRATEGIES[name] = keras.utils.register_keras_serializable(package="mtrank")(cls)
-        return cls
-
-    return decorate
-
-
-def _load_all() -> None:
-    for module in _MODULES:
-        importlib.import_module(f"ranker.balancing.{module}")
-
-
-def get(name: str) -> type[Balancer]:
-    _load_all()
-    try:
-        return _STRATEGIES[name]
-    except KeyError:
-        raise ConfigError(
-            f"loss_weighting: unknown strategy {name!r}; known: {', '.join(names())}"
-        ) from None
-
-
-def names() -> list[str]:
-    """Every registered strategy, the built-in ones first."""
-    _load_all()
-    builtin = [n for n in _MODULES if n in _STRATEGIES]
-    return builtin + sorted(set(_STRATEGIES) - set(builtin))
+register = STRATEGIES.register
+get = STRATEGIES.get
+names = STRATEGIES.names
 
 
 def parse(spec: str | Mapping[str, Any]) -> tuple[type[Balancer], StrategyConfig]:
