@@ -255,29 +255,28 @@ class RankingModel(tfrs.models.Model):
         coefficients = tf.stop_gradient(balancer.combine(task_gradients, vector))
         balancer.effective.assign(coefficients)
         fixed = tf.constant(balancer.fixed, tf.float32)
-        with tape:  # the same tape, recording the weighted sums
+        surgery = balancer.gradients == "shared"
+        with tape:  # the same tape, recording the weighted sums (every target must be recorded)
             loss = tf.reduce_sum(coefficients * vector) + balancer.regularizer()
-            combined = self._scaled(loss + regularization)
+            penalty = self._scaled(regularization)
             by_fixed = self._scaled(tf.reduce_sum(fixed * vector))
-            fixed_regularized = self._scaled(tf.reduce_sum(fixed * vector) + regularization)
-        if balancer.gradients == "shared":
-            shared_gradients = _unflat(
-                tf.linalg.matvec(task_gradients, coefficients, transpose_a=True), shared
-            )
-            penalty = self._unscaled(tape.gradient(self._scaled(regularization), shared))
+            # embeddings and the input layer: fixed weights under surgery on the shared dense
+            # parameters; the coefficients where MGDA-UB chose them on their own output
+            rest = (by_fixed if surgery else self._scaled(loss)) + penalty
+        if surgery:
             shared_gradients = [
                 g if r is None else g + tf.convert_to_tensor(r)
-                for g, r in zip(shared_gradients, penalty, strict=True)
+                for g, r in zip(
+                    _unflat(
+                        tf.linalg.matvec(task_gradients, coefficients, transpose_a=True), shared
+                    ),
+                    self._unscaled(tape.gradient(penalty, shared)),
+                    strict=True,
+                )
             ]
         else:
-            shared_gradients = self._unscaled(tape.gradient(combined, shared))
-        # embeddings and the input layer: the coefficients where MGDA-UB chose them on their own
-        # output (the representation); fixed weights under surgery on the shared dense parameters
-        other_gradients = self._unscaled(
-            tape.gradient(
-                combined if balancer.gradients == "representation" else fixed_regularized, others
-            )
-        )
+            shared_gradients = self._unscaled(tape.gradient(rest, shared))
+        other_gradients = self._unscaled(tape.gradient(rest, others))
         tower_gradients = self._unscaled(tape.gradient(by_fixed, towers))
         del tape
         variables = [*shared, *others, *towers]
