@@ -95,6 +95,9 @@ class TrainingSummary(_Strict):
     # the balancing strategy and, per epoch, each objective's mean coefficient and each pair's
     # gradient cosine (training.task_balance); absent from exports made before 2026-12-05
     balancing: dict[str, Any] | None = None
+    # `mtrank train --init-from`: the export it started from, what it copied, and that export's
+    # test metrics (training.warm_start.WarmStart); absent otherwise
+    init_from: dict[str, Any] | None = None
 
 
 class ExportMetadata(TrainingSummary):

@@ -10,12 +10,13 @@ loss weighting or gradient surgery), which also decides the training step's grad
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import tensorflow_recommenders as tfrs
 
 from ranker import balancing, registry
 from ranker.architectures.base import ArchitectureConfig
+from ranker.errors import ConfigError
 from ranker.keras_compat import keras, tf
 from ranker.layers.inputs import FeatureInputs
 from ranker.layers.mlp import MLP
@@ -82,7 +83,7 @@ class RankingModel(tfrs.models.Model):
         tasks = self.schema.tasks
         self.backbone = arch.from_hparams(self.hparams, len(tasks))
         self.separate_inputs = arch.separate_inputs
-        copies = len(tasks) if arch.separate_inputs else 1
+        copies = arch.input_copies(len(tasks))
         hp = self.hparams
         self.feature_inputs = [
             FeatureInputs(
@@ -107,6 +108,9 @@ class RankingModel(tfrs.models.Model):
             for task in tasks
         ]
         self.product = ScoreProduct(name="product")
+        self.direct_products = (
+            _direct_products(self.schema) if arch.direct_products and arch.entire_space else {}
+        )
         self.objectives = build_objectives(self.schema, arch.entire_space, self.task_weights)
         self.ranking_tasks = [objective.ranking_task() for objective in self.objectives]
         self.train_metrics = bool(train_metrics)
@@ -133,15 +137,17 @@ class RankingModel(tfrs.models.Model):
     def call(
         self, features: Mapping[str, Any], training: bool | None = False
     ) -> dict[str, tf.Tensor]:
-        return self._forward(features, training)[0]
+        return self._forward(features, training).scores
 
     def inference_layers(self) -> list[keras.layers.Layer]:
         """Every layer `call` uses (not the losses, metrics or optimizer): what an export must keep."""
-        return [*self.feature_inputs, *self.crosses, self.backbone, *self.towers, self.product]
+        products = [p for p in self.schema.products if p.name not in self.direct_products]
+        multiplies = [self.product] if products else []  # a direct product is a tower's output
+        return [*self.feature_inputs, *self.crosses, self.backbone, *self.towers, *multiplies]
 
     def gate_weights(self, features: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         """For gated architectures, each task's weights over its experts [B, E] (diagnostics only)."""
-        gates = self._forward(features, training=False)[1]
+        gates = self._forward(features, training=False).gates
         names = [task.name for task in self.schema.tasks]
         result = {}
         for key, weights in gates.items():
@@ -150,10 +156,7 @@ class RankingModel(tfrs.models.Model):
             result[f"{name}/{level}" if level else name] = weights
         return result
 
-    def _forward(
-        self, features: Mapping[str, Any], training: bool | None
-    ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor], list[tf.Tensor]]:
-        """(scores, gate weights, the backbone's inputs: the representation every task reads)."""
+    def _forward(self, features: Mapping[str, Any], training: bool | None) -> Forward:
         encoded = [self._cross(inputs(features)) for inputs in self.feature_inputs]
         x = encoded if self.separate_inputs else encoded[0]
         representations, gates = self.backbone(x, training=training, gates=True)
@@ -164,8 +167,16 @@ class RankingModel(tfrs.models.Model):
             )
         }
         for product in self.schema.products:
-            scores[product.name] = self.product([scores[name] for name in product.of])
-        return scores, gates, encoded
+            if product.name in self.direct_products:
+                # the conditioned task's tower predicted the product; its own score is the ratio
+                parent, child = self.direct_products[product.name]
+                scores[product.name] = scores[child]
+                scores[child] = tf.clip_by_value(
+                    tf.math.divide_no_nan(scores[child], scores[parent]), 0.0, 1.0
+                )
+            else:
+                scores[product.name] = self.product([scores[name] for name in product.of])
+        return Forward(scores, gates, encoded, representations)
 
     def _cross(self, x0: tf.Tensor) -> tf.Tensor:
         x = x0
@@ -177,16 +188,18 @@ class RankingModel(tfrs.models.Model):
 
     def compute_loss(self, inputs: Any, training: bool = False) -> tf.Tensor:
         """The weighted sum of objective losses (the balancing strategy's coefficients)."""
-        losses, _, _ = self._objective_losses(inputs, training, compute_metrics=True)
-        return self.balancer(losses, training=training)
+        losses, _, _, extra = self._objective_losses(inputs, training, compute_metrics=True)
+        return self.balancer(losses, training=training) + extra
 
     def _objective_losses(
         self, inputs: Any, training: bool, compute_metrics: bool
-    ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor], list[tf.Tensor]]:
-        """({output: its loss}, {output: the rows it averages over}, the backbone's inputs) of one
-        batch; masked objectives average over the batch or their observed rows (`masked_loss`)."""
+    ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor], list[tf.Tensor], tf.Tensor]:
+        """({output: its loss}, {output: the rows it averages over}, the backbone's inputs, the
+        sum of the architecture's own loss terms) of one batch; masked objectives average over
+        the batch or their observed rows (`masked_loss`)."""
         features, labels = inputs
-        scores, _, representation = self._forward(features, training)
+        forward = self._forward(features, training)
+        scores = forward.scores
         losses, rows = {}, {}
         for objective, task in zip(self.objectives, self.ranking_tasks, strict=True):
             target, weight = objective.targets(labels)
@@ -202,7 +215,11 @@ class RankingModel(tfrs.models.Model):
             rows[objective.output] = count
             divisor = batch if self.masked_loss == "batch" else count
             losses[objective.output] = tf.reduce_sum(per_example) / tf.maximum(divisor, 1.0)
-        return losses, rows, representation
+        terms = self.backbone.output_losses(
+            self.schema, scores, labels, forward.representations, training
+        )
+        extra = tf.add_n(list(terms.values())) if terms else tf.constant(0.0)
+        return losses, rows, forward.inputs, extra
 
     def train_step(self, inputs: Any) -> dict[str, tf.Tensor]:
         """One step of the balancing strategy's update (`ranker.balancing.base` says which
@@ -216,9 +233,9 @@ class RankingModel(tfrs.models.Model):
         balancer = self.balancer
         if balancer.gradients == "none":
             with tf.GradientTape() as tape:
-                losses, rows, _ = self._objective_losses(inputs, True, self.train_metrics)
+                losses, rows, _, extra = self._objective_losses(inputs, True, self.train_metrics)
                 loss = balancer(losses, training=True)
-                regularization = self._regularization()
+                regularization = self._regularization(extra)
                 scaled = self._scaled(loss + regularization)
             variables = self.trainable_variables
             gradients = self._unscaled(tape.gradient(scaled, variables))
@@ -239,8 +256,10 @@ class RankingModel(tfrs.models.Model):
         gradient (module docstring of `ranker.balancing.base`)."""
         balancer = self.balancer
         with tf.GradientTape(persistent=True) as tape:
-            losses, rows, representation = self._objective_losses(inputs, True, self.train_metrics)
-            regularization = self._regularization()
+            losses, rows, representation, extra = self._objective_losses(
+                inputs, True, self.train_metrics
+            )
+            regularization = self._regularization(extra)
             vector = balancer.stack(losses)
             per_task = [self._scaled(vector[k]) for k in range(balancer.num_tasks)]
         # after the forward pass, which builds the layers on the first call
@@ -300,7 +319,7 @@ class RankingModel(tfrs.models.Model):
     @tf.function
     def _gradient_cosines(self, inputs: Any) -> tf.Tensor:
         with tf.GradientTape(persistent=True) as tape:
-            losses, _, _ = self._objective_losses(inputs, False, compute_metrics=False)
+            losses, _, _, _ = self._objective_losses(inputs, False, compute_metrics=False)
         shared = [*self.backbone.trainable_variables, *_variables(self.crosses)]
         rows = [
             _flat(tape.gradient(losses[name], shared), shared) for name in self.balancer.outputs
@@ -323,14 +342,15 @@ class RankingModel(tfrs.models.Model):
         return list(gradients)
 
     def test_step(self, inputs: Any) -> dict[str, tf.Tensor]:
-        losses, rows, _ = self._objective_losses(inputs, False, compute_metrics=True)
+        losses, rows, _, extra = self._objective_losses(inputs, False, compute_metrics=True)
         loss = self.balancer(losses, training=False)
-        regularization = self._regularization()
+        regularization = self._regularization(extra)
         return self._logs(inputs, loss, regularization, losses, rows, training=False)
 
-    def _regularization(self) -> tf.Tensor:
-        """The sum of the layers' regularization losses (embedding L2, ...); 0 without any."""
-        return tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+    def _regularization(self, extra: tf.Tensor) -> tf.Tensor:
+        """The sum of the layers' regularization losses (embedding L2, a gate's load balance,
+        ...) and of the architecture's own loss terms (`extra`, `Backbone.output_losses`)."""
+        return tf.add_n([*self.losses, extra])
 
     def _logs(
         self,
@@ -375,6 +395,29 @@ class RankingModel(tfrs.models.Model):
             "train_metrics": self.train_metrics,
             "masked_loss": self.masked_loss,
         }
+
+
+class Forward(NamedTuple):
+    """One forward pass: the scores by output, the gate weights by task (gated architectures),
+    the backbone's inputs (the representation every task reads) and its task representations."""
+
+    scores: dict[str, tf.Tensor]
+    gates: dict[str, tf.Tensor]
+    inputs: list[tf.Tensor]
+    representations: list[tf.Tensor]
+
+
+def _direct_products(schema: Schema) -> dict[str, tuple[str, str]]:
+    """{product: (parent task, conditioned task)} for architectures whose conditioned task's tower
+    predicts the product itself; each product must pair a task with the task it is conditioned on."""
+    pairs = schema.condition_pairs()
+    for product in schema.products:
+        if pairs[product.name] is None:
+            raise ConfigError(
+                f"products: {product.name!r} must pair a task with the task it is conditioned on "
+                f"(e.g. of: [ctr, cvr] with cvr's condition ctr's label), got of: {product.of}"
+            )
+    return {name: pair for name, pair in pairs.items() if pair is not None}
 
 
 def _variables(layers: Iterable[keras.layers.Layer]) -> list[tf.Variable]:

@@ -14,14 +14,28 @@ ARCHITECTURES: NamedClasses[type[Backbone]] = NamedClasses(
     "architecture",
     "ranker.architectures",
     (
+        # one network per task, then hard sharing
         "single_task",
         "shared_bottom",
+        # soft sharing: per-task columns, tied or mixed
+        "soft_sharing",
+        "cross_stitch",
+        "nddr",
+        "mtan",
+        "mrn",
+        # mixtures of experts
         "omoe",
         "mmoe",
+        "dselect_k",
         "cgc",
         "ple",
+        "home",
+        "adatt",
+        "stem",
+        # conditioned tasks in the entire space
         "esmm",
-        "cross_stitch",
+        "escm2",
+        "aitm",
     ),
     unknown="unknown architecture",
 )

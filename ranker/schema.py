@@ -340,6 +340,21 @@ class Schema(_Strict):
     def auxiliary_outputs(self) -> list[str]:
         return [t.name for t in self.tasks if t.auxiliary]
 
+    def condition_pairs(self) -> dict[str, tuple[str, str] | None]:
+        """Per product, (the parent task, the task conditioned on it) when it pairs a task with
+        the task whose label is its condition (ctcvr of [ctr, cvr]: ("ctr", "cvr")); else None."""
+        pairs: dict[str, tuple[str, str] | None] = {}
+        for product in self.products:
+            tasks = [self.task(name) for name in product.of]
+            children = [t for t in tasks if t.condition is not None]
+            parents = [t for t in tasks if t.condition is None]
+            paired = len(tasks) == 2 and len(children) == 1 and len(parents) == 1
+            if paired and children[0].condition == parents[0].label:
+                pairs[product.name] = (parents[0].name, children[0].name)
+            else:
+                pairs[product.name] = None
+        return pairs
+
     def scoring(self) -> dict[str, Scoring]:
         """Per output (every task, auxiliary ones too, then every product), its labels and rows:
         the one rule the training loss (`ranker.tasks`) and the offline metrics

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ranker.contract import SIGNATURE, ExportMetadata, TrainingSummary, signature_inputs
+from ranker.errors import MtrankError
 from ranker.keras_compat import tf
 from ranker.model import RankingModel
 from ranker.schema import Schema
@@ -55,6 +56,22 @@ def export_saved_model(model: RankingModel, path: str | Path) -> Path:
 
 
 # ---- versioned exports -------------------------------------------------------------------------
+
+
+def resolve_version(path: Path) -> Path:
+    """MODELS/NAME/VERSION as given, or the highest numeric version under MODELS/NAME."""
+    if (path / "saved_model.pb").exists():
+        return path
+    versions = sorted(
+        (int(p.name), p)
+        for p in path.glob("*")
+        if p.name.isdigit() and (p / "saved_model.pb").exists()
+    )
+    if not versions:
+        raise MtrankError(
+            f"{path}: no exported model (expected saved_model.pb here or in a numeric version folder)"
+        )
+    return versions[-1][1]
 
 
 def next_version(model_dir: Path) -> int:

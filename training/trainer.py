@@ -42,6 +42,7 @@ from training.evaluation import evaluate_file, json_safe, keras_scorer
 from training.export import write_version
 from training.memory import estimated_bytes, memory_dataset
 from training.task_balance import BalancingMonitor, balancing_summary
+from training.warm_start import WarmStart, warm_start
 
 SPLITS = ("train", "val", "test")
 
@@ -59,6 +60,7 @@ class TrainResult:
     # seconds of each epoch's training steps (validation excluded), and examples seen per epoch
     epoch_seconds: list[float] = field(default_factory=list)
     epoch_examples: list[int] = field(default_factory=list)
+    warm_start: WarmStart | None = None  # what `init_from` copied
 
 
 def find_split(data_dir: Path, split: str) -> Path:
@@ -100,6 +102,7 @@ def train(
     name: str | None = None,
     resume: bool = False,
     verbose: bool = True,
+    init_from: Path | None = None,
 ) -> TrainResult:
     """Trains `architecture` on DIR/train, stops early on DIR/val, evaluates on DIR/test, exports.
 
@@ -151,6 +154,11 @@ def train(
     with placement.strategy.scope():
         model.adapt([head])
         model(head)  # builds every layer, so BackupAndRestore can restore a killed run into it
+    warm = None
+    if init_from is not None and finished is None:
+        with placement.strategy.scope():
+            warm = warm_start(model, init_from, head)
+        _say(verbose, warm.describe())
     del head
 
     if finished is None:
@@ -187,6 +195,7 @@ def train(
             epochs_run=finished.epochs_run,
             best_epoch=finished.best_epoch,
             balancing=balancing_summary(config.loss_weighting, finished.history),
+            **({} if warm is None else {"init_from": warm.to_json()}),
         )
         version, path = write_version(
             model, models_dir / name, summary, paths.values(), placement.is_chief
@@ -208,6 +217,7 @@ def train(
         model,
         finished.epoch_seconds,
         finished.epoch_examples,
+        warm,
     )
 
 

@@ -7,6 +7,7 @@ one means writing a `Backbone` subclass with a typed `Config` and registering it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -15,7 +16,7 @@ from ranker.config_files import describe_validation_error
 from ranker.errors import ConfigError
 from ranker.keras_compat import keras, tf
 from ranker.layers.mlp import MLP
-from ranker.schema import Feature
+from ranker.schema import Feature, Schema
 
 AUTO_CROSS_LAYERS = 2
 
@@ -65,20 +66,33 @@ class Backbone(keras.layers.Layer):
     """Maps the encoded input [B, D] to a list of `num_tasks` representations [B, D_k].
 
     Class attributes: `Config`, the architecture's hyperparameter model; `separate_inputs`, True
-    when each task gets its own feature embeddings (the input is then a list, one per task);
-    `entire_space`, True when conditioned tasks are learned through their product (ESMM).
+    when the model embeds the features more than once (the input is then a list of
+    `input_copies` encodings: one per task by default); `entire_space`, True when conditioned
+    tasks are learned through their product (ESMM); `direct_products` (with `entire_space`), True
+    when a conditioned task's tower predicts its product itself (AITM: P(click and conversion)),
+    the task's own score being the product over its condition's score.
+
+    An architecture may add loss terms of its own (`output_losses`: AITM's calibrator, ESCM2's
+    counterfactual risk); the model adds them to the regularization loss, with fixed weight 1
+    (their strength is the architecture's config), outside any balancing strategy.
     """
 
     name_in_registry: ClassVar[str] = ""
     Config: ClassVar[type[ArchitectureConfig]] = ArchitectureConfig
     separate_inputs: ClassVar[bool] = False
     entire_space: ClassVar[bool] = False
+    direct_products: ClassVar[bool] = False
 
     def __init__(self, num_tasks: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if num_tasks < 1:
             raise ValueError(f"{type(self).__name__} num_tasks must be >= 1, got {num_tasks}")
         self.num_tasks = int(num_tasks)
+
+    @classmethod
+    def input_copies(cls, num_tasks: int) -> int:
+        """How many times the model embeds the features (each copy its own tables)."""
+        return num_tasks if cls.separate_inputs else 1
 
     @classmethod
     def from_config_dict(cls, raw: dict[str, Any] | None, num_tasks: int) -> Backbone:
@@ -111,6 +125,18 @@ class Backbone(keras.layers.Layer):
     ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
         """Representations and, for gated models, gate weights [B, E] keyed `task{k}` (or with a level)."""
         raise NotImplementedError
+
+    def output_losses(
+        self,
+        schema: Schema,
+        scores: dict[str, tf.Tensor],
+        labels: Mapping[str, tf.Tensor],
+        representations: list[tf.Tensor],
+        training: bool,
+    ) -> dict[str, tf.Tensor]:
+        """Loss terms (scalars, by name) the architecture adds to the tasks' objectives, from a
+        batch's scores, label columns and task representations; none by default."""
+        return {}
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_tasks": self.num_tasks}

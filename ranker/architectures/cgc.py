@@ -13,6 +13,7 @@ from pydantic import Field
 from ranker.architectures.base import ArchitectureConfig, Backbone
 from ranker.keras_compat import tf
 from ranker.layers.cgc import CGC
+from ranker.layers.gates import GateConfig, SoftmaxGateConfig
 from ranker.layers.mlp import MLP
 from ranker.registry import register
 
@@ -21,6 +22,7 @@ class CGCConfig(ArchitectureConfig):
     specific_experts: int = Field(default=1, ge=0)
     shared_experts: int = Field(default=2, ge=0)
     expert_units: list[int] = Field(default_factory=lambda: [64], min_length=1)
+    gate: GateConfig = Field(default_factory=SoftmaxGateConfig)
 
 
 @register("cgc")
@@ -35,15 +37,16 @@ class CustomizedGateControl(Backbone):
         expert: MLP | dict[str, Any],
         specific_experts: int,
         shared_experts: int,
+        gate: GateConfig | dict[str, Any] | str = "softmax",
         **kwargs: Any,
     ) -> None:
         super().__init__(num_tasks, **kwargs)
-        self.level = CGC(num_tasks, expert, specific_experts, shared_experts, name="cgc")
+        self.level = CGC(num_tasks, expert, specific_experts, shared_experts, gate=gate, name="cgc")
 
     @classmethod
     def from_hparams(cls, hp: Any, num_tasks: int) -> CustomizedGateControl:
         expert = hp.mlp(hp.expert_units, name="expert")
-        return cls(num_tasks, expert, hp.specific_experts, hp.shared_experts)
+        return cls(num_tasks, expert, hp.specific_experts, hp.shared_experts, gate=hp.gate)
 
     def call_with_gates(
         self, x: tf.Tensor, training: bool | None = None
@@ -57,4 +60,5 @@ class CustomizedGateControl(Backbone):
             "expert": self.level.expert_config,
             "specific_experts": self.level.specific_experts,
             "shared_experts": self.level.shared_experts,
+            "gate": self.level.gate_config.model_dump(),
         }

@@ -3,14 +3,16 @@
 From "Entire Space Multi-Task Model: An Effective Approach for Estimating Post-Click Conversion
 Rate" (Ma et al., SIGIR 2018). pCTCVR = pCTR * pCVR; the losses are on CTR (label click) and CTCVR
 (label click * conversion) over all impressions, so pCVR is never fit on the clicked sample alone.
-The towers sit on a configurable base: shared_bottom (the paper's shared embeddings), mmoe or ple.
+The towers sit on a configurable base: shared_bottom (the paper's shared embeddings) by default, or
+any registered architecture whose tasks read one shared input and learn on their own (mmoe, ple,
+home, ...; not single_task or stem, which embed per task, nor another entire-space model).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ranker.architectures.base import ArchitectureConfig, Backbone
 from ranker.keras_compat import keras, tf
@@ -18,8 +20,16 @@ from ranker.registry import get, register
 
 
 class ESMMConfig(ArchitectureConfig):
-    base: Literal["shared_bottom", "mmoe", "ple", "cgc", "omoe", "cross_stitch"] = "shared_bottom"
+    base: str = "shared_bottom"
     base_config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("base")
+    @classmethod
+    def _check_base(cls, name: str) -> str:
+        base = get(name)  # an unknown name: the registry's ValueError lists the known ones
+        if base.separate_inputs or base.entire_space:
+            raise ValueError(f"{name!r} cannot be a base (it embeds per task or is entire-space)")
+        return name
 
 
 @register("esmm")
@@ -39,10 +49,14 @@ class ESMM(Backbone):
 
     @classmethod
     def from_hparams(cls, hp: Any, num_tasks: int) -> ESMM:
-        base_cls = get(hp.base)
+        return cls(num_tasks, base=cls.base_from_hparams(hp, num_tasks))
+
+    @staticmethod
+    def base_from_hparams(hp: Any, num_tasks: int) -> Backbone:
+        """The base network of `hp.base`, with the shared settings and `hp.base_config`."""
         raw = {"tower_units": hp.tower_units, "activation": hp.activation, "dropout": hp.dropout}
         raw.update(hp.base_config)
-        return cls(num_tasks, base=base_cls.from_config_dict(raw, num_tasks))
+        return get(hp.base).from_config_dict(raw, num_tasks)
 
     def call_with_gates(
         self, x: tf.Tensor, training: bool | None = None

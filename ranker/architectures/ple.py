@@ -13,6 +13,7 @@ from pydantic import Field
 from ranker.architectures.base import ArchitectureConfig, Backbone
 from ranker.keras_compat import tf
 from ranker.layers.cgc import CGC
+from ranker.layers.gates import GateConfig, SoftmaxGateConfig
 from ranker.layers.mlp import MLP
 from ranker.registry import register
 
@@ -22,6 +23,7 @@ class PLEConfig(ArchitectureConfig):
     specific_experts: int = Field(default=1, ge=0)
     shared_experts: int = Field(default=2, ge=0)
     expert_units: list[int] = Field(default_factory=lambda: [64], min_length=1)
+    gate: GateConfig = Field(default_factory=SoftmaxGateConfig)
 
 
 @register("ple")
@@ -37,6 +39,7 @@ class ProgressiveLayeredExtraction(Backbone):
         levels: int,
         specific_experts: int,
         shared_experts: int,
+        gate: GateConfig | dict[str, Any] | str = "softmax",
         **kwargs: Any,
     ) -> None:
         super().__init__(num_tasks, **kwargs)
@@ -49,6 +52,7 @@ class ProgressiveLayeredExtraction(Backbone):
                 specific_experts,
                 shared_experts,
                 emit_shared=level < levels - 1,
+                gate=gate,
                 name=f"level_{level}",
             )
             for level in range(levels)
@@ -57,7 +61,9 @@ class ProgressiveLayeredExtraction(Backbone):
     @classmethod
     def from_hparams(cls, hp: Any, num_tasks: int) -> ProgressiveLayeredExtraction:
         expert = hp.mlp(hp.expert_units, name="expert")
-        return cls(num_tasks, expert, hp.levels, hp.specific_experts, hp.shared_experts)
+        return cls(
+            num_tasks, expert, hp.levels, hp.specific_experts, hp.shared_experts, gate=hp.gate
+        )
 
     def call_with_gates(
         self, x: tf.Tensor, training: bool | None = None
@@ -79,4 +85,5 @@ class ProgressiveLayeredExtraction(Backbone):
             "levels": len(self.levels),
             "specific_experts": first.specific_experts,
             "shared_experts": first.shared_experts,
+            "gate": first.gate_config.model_dump(),
         }

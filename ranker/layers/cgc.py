@@ -3,6 +3,7 @@
 From "Progressive Layered Extraction (PLE): A Novel Multi-Task Learning (MTL) Model for
 Personalized Recommendations" (Tang et al., RecSys 2020). One CGC layer is the single-level model;
 PLE stacks several, where every level but the last also emits a shared output gated over all experts.
+Every gate is of the kind `gate` names (`ranker.layers.gates`): softmax by default.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from ranker.keras_compat import keras, tf
-from ranker.layers.experts import ExpertSet, Gate, mix
+from ranker.layers.experts import ExpertSet, mix
+from ranker.layers.gates import GateConfig, gate_config, make_gate
 from ranker.layers.mlp import MLP
 
 
@@ -31,6 +33,7 @@ class CGC(keras.layers.Layer):
         specific_experts: int = 1,
         shared_experts: int = 1,
         emit_shared: bool = False,
+        gate: GateConfig | dict[str, Any] | str = "softmax",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -47,6 +50,7 @@ class CGC(keras.layers.Layer):
         self.specific_experts = int(specific_experts)
         self.shared_experts = int(shared_experts)
         self.emit_shared = bool(emit_shared)
+        self.gate_config = gate_config(gate)
         self.task_experts = [
             ExpertSet(expert, specific_experts, name=f"task_{k}_experts")
             for k in range(self.num_tasks)
@@ -56,11 +60,13 @@ class CGC(keras.layers.Layer):
             ExpertSet(expert, shared_experts, name="shared_experts") if shared_experts else None
         )
         self.task_gates = [
-            Gate(specific_experts + shared_experts, name=f"task_{k}_gate")
+            make_gate(self.gate_config, specific_experts + shared_experts, f"task_{k}_gate")
             for k in range(self.num_tasks)
         ]
         total = self.num_tasks * specific_experts + shared_experts
-        self.shared_gate = Gate(total, name="shared_gate") if emit_shared else None
+        self.shared_gate = (
+            make_gate(self.gate_config, total, "shared_gate") if emit_shared else None
+        )
 
     def call(
         self, inputs: list[tf.Tensor], training: bool | None = None
@@ -99,4 +105,5 @@ class CGC(keras.layers.Layer):
             "specific_experts": self.specific_experts,
             "shared_experts": self.shared_experts,
             "emit_shared": self.emit_shared,
+            "gate": self.gate_config.model_dump(),
         }

@@ -5,11 +5,6 @@ MirroredStrategy (one strategy of each gradient kind, in a fresh process)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +15,7 @@ from ranker.keras_compat import keras, tf
 from ranker.model import RankingModel
 from ranker.schema import Schema
 from tests.ranker.conftest import click_log_schema, make_data
+from tests.ranker.mirrored import train_mirrored
 from training.export import export_saved_model
 from training.task_balance import BalancingMonitor
 
@@ -117,60 +113,14 @@ def test_a_two_task_conflict_ends_with_a_lower_loss(strategy: str) -> None:
     )
 
 
-MIRRORED = textwrap.dedent(
-    """
-    import json, sys
-    import ranker
-    from ranker.keras_compat import keras, tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-    )
-    from ranker.model import RankingModel
-    from tests.ranker.conftest import click_log_schema, make_data
-    from training.export import export_saved_model
-    from training.task_balance import BalancingMonitor
-
-    features, labels = make_data(512, seed=1)
-    data = tf.data.Dataset.from_tensor_slices((features, labels)).batch(128)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    result = {"replicas": strategy.num_replicas_in_sync}
-    for name in sys.argv[1].split(","):
-        with strategy.scope():
-            model = RankingModel(
-                click_log_schema(), "mmoe", {"num_experts": 2, "expert_units": [8]},
-                loss_weighting=name,
-            )
-            model.adapt([features])
-            model.compile(optimizer=keras.optimizers.legacy.Adam(0.01))
-        history = model.fit(data, epochs=2, verbose=0, callbacks=[BalancingMonitor(None)])
-        export_saved_model(model, sys.argv[2] + "/" + name)
-        # the unweighted task losses: the logged `loss` weighs them with changing coefficients
-        result[name] = [
-            sum(values) for values in zip(history.history["ctr_loss"], history.history["cvr_loss"])
-        ]
-    print(json.dumps(result))
-    """
-)
-
-
 def test_one_strategy_of_each_kind_trains_under_a_two_device_mirrored_strategy(
     tmp_path: Path,
 ) -> None:
     first = {}
     for name in STRATEGIES:
         first.setdefault(balancing.get(name).gradients, name)
-    root = Path(__file__).resolve().parents[2]
-    run = subprocess.run(
-        [sys.executable, "-c", MIRRORED, ",".join(first.values()), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    small = {"num_experts": 2, "expert_units": [8]}
+    result = train_mirrored({name: ("mmoe", small, name) for name in first.values()}, tmp_path)
     assert result["replicas"] == 2
     for name in first.values():
         assert np.isfinite(result[name]).all() and result[name][-1] < result[name][0], result

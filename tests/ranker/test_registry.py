@@ -56,9 +56,16 @@ def _probe(n: int = 64) -> dict[str, np.ndarray]:
     return features
 
 
-VARIANTS = [*registry.names(), "mmoe+plain", "mmoe+attention", "ple+dropout"]
-# the defaults have DCN-v2 crosses and embedding L2; "+plain" is the model without them
-PLAIN = {"cross_layers": 0, "dropout": 0.0, "embedding_l2": 0.0}
+# the options' hyperparameters: the defaults have DCN-v2 crosses and embedding L2, "+plain" is
+# the model without them; "+dselect_k" PLE's gates (3 experts a task gate: the penalty on codes
+# with no expert; 4 on the shared gate)
+OPTIONS = {
+    "plain": {"cross_layers": 0, "dropout": 0.0, "embedding_l2": 0.0},
+    "dropout": {"dropout": 0.2},
+    "dselect_k": {"gate": "dselect_k"},
+    "attention": None,  # the schema's sequence pooled by target attention
+}
+VARIANTS = [*registry.names(), "mmoe+plain", "mmoe+attention", "ple+dropout", "ple+dselect_k"]
 
 
 def _attention_schema(schema: Schema) -> Schema:
@@ -87,21 +94,38 @@ def _warnings(text: str) -> Iterator[list[str]]:
         tf.get_logger().removeHandler(handler)
 
 
+def _selected(request: pytest.FixtureRequest) -> list[str]:
+    """The variants the session's selected tests of this module need (`-k aitm` trains one;
+    a test without an `architecture` parameter needs them all)."""
+    wanted: set[str] = set()
+    for item in request.session.items:
+        if item.module is not request.module:
+            continue
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "architecture" not in callspec.params:
+            return VARIANTS
+        wanted.add(callspec.params["architecture"])
+    return [name for name in VARIANTS if name in wanted]
+
+
 @pytest.fixture(scope="module")
-def trained(schema: Schema, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Trains and exports every architecture once, then reloads all exports in one fresh process."""
+def trained(
+    schema: Schema, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> dict:
+    """Trains and exports each selected variant once, then reloads all exports in one fresh
+    process."""
     features, labels = make_data(2048, seed=0)
     dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(256)
     root = tmp_path_factory.mktemp("exports")
     probe = _probe()
     results: dict[str, dict] = {}
-    for name in VARIANTS:
+    for name in _selected(request):
         tf.keras.utils.set_random_seed(7)
         architecture, _, extra = name.partition("+")
         model = RankingModel(
             _attention_schema(schema) if extra == "attention" else schema,
             architecture,
-            PLAIN if extra == "plain" else {"dropout": 0.2} if extra == "dropout" else None,
+            OPTIONS[extra] if extra else None,
         )
         model.adapt([features])
         model.compile(optimizer=keras.optimizers.Adam(0.01))

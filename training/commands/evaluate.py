@@ -30,23 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8192)
 
 
-def resolve_version(path: Path) -> Path:
-    """MODELS/NAME/VERSION as given, or the highest numeric version under MODELS/NAME."""
-    if (path / "saved_model.pb").exists():
-        return path
-    versions = sorted(
-        (int(p.name), p)
-        for p in path.glob("*")
-        if p.name.isdigit() and (p / "saved_model.pb").exists()
-    )
-    if not versions:
-        raise MtrankError(
-            f"{path}: no exported model (expected saved_model.pb here or in a numeric version folder)"
-        )
-    return versions[-1][1]
-
-
 def run(args: argparse.Namespace) -> int:
+    from training.export import resolve_version
+
     version = resolve_version(args.model)
     if not (version / METADATA_FILE).exists():
         raise MtrankError(f"{version}: no {METADATA_FILE} beside saved_model.pb")

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="architecture: single_task, shared_bottom, omoe, mmoe, cgc, ple, esmm, cross_stitch",
+        help="architecture: a registered name (mmoe, ple, esmm, ...; README lists them all)",
     )
     parser.add_argument(
         "--out",
@@ -56,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mixed-precision", action="store_true", help="mixed_float16 on GPU, mixed_bfloat16 on CPU"
     )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="MODELS/NAME[/VERSION]",
+        help="start from this export's weights (same architecture, hyperparameters and features; "
+        "tasks may be added: their towers start fresh)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -84,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         resume=args.resume,
         verbose=not args.quiet,
+        init_from=args.init_from,
     )
     from training.evaluation import json_safe
 
@@ -93,5 +101,11 @@ def run(args: argparse.Namespace) -> int:
         "path": str(result.path.resolve()),
         "test": json_safe(result.test),
     }
+    if result.warm_start is not None:
+        # the old tasks' test figures before (the export's) beside the new ones
+        summary["init_from"] = {
+            "path": str(result.warm_start.source),
+            "test_before": json_safe(result.warm_start.test_before),
+        }
     print(json.dumps(summary))
     return 0
