@@ -4,6 +4,7 @@ by hand for the dataset, same split, same architecture.
 
     python benchmarks/defaults.py                      # wide (100k rows) and regression (100k rows)
     python benchmarks/defaults.py --rows 20000 --architectures mmoe --datasets wide
+    python benchmarks/defaults.py --variants defaults --architectures aitm,home --out F.json
 
 Datasets come from `benchmarks/datasets.py`: `wide` (census-like, 33 categorical + 7 numeric
 columns, two binary tasks, no ids) and `regression` (the MMoE paper's two regression tasks). The
@@ -75,8 +76,10 @@ def main() -> None:
     parser.add_argument("--architectures", default="shared_bottom,mmoe,ple")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="configs to compare")
     parser.add_argument("--out", type=Path, default=RESULTS / "defaults.json")
     args = parser.parse_args()
+    variants = {name: VARIANTS[name] for name in args.variants.split(",")}
     root = Path(tempfile.mkdtemp(prefix="mtrank-defaults-"))
     results: dict[str, Any] = {}
     print(
@@ -86,7 +89,7 @@ def main() -> None:
     for dataset in args.datasets.split(","):
         data = make(dataset, root, args.rows, args.seed)
         for architecture in args.architectures.split(","):
-            for variant, pattern in VARIANTS.items():
+            for variant, pattern in variants.items():
                 config = CONFIGS / pattern.format(dataset=dataset)
                 out = run(data, architecture, config, root / "models" / variant.replace(" ", "_"))
                 results.setdefault(dataset, {}).setdefault(architecture, {})[variant] = out
@@ -96,19 +99,19 @@ def main() -> None:
                     f"{out['epochs_run']} ({out['best_epoch']}) | {shown} | {out['seconds']} |",
                     flush=True,
                 )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "rows": args.rows,
-                "seed": args.seed,
-                "machine": platform.platform(),
-                "results": results,
-            },
-            indent=1,
-        )
-    )
+                save(args, results)  # after every run: a late failure keeps the finished ones
     print(f"wrote {args.out}")
+
+
+def save(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "rows": args.rows,
+        "seed": args.seed,
+        "machine": platform.platform(),
+        "results": results,
+    }
+    args.out.write_text(json.dumps(document, indent=1))
 
 
 if __name__ == "__main__":

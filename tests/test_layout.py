@@ -15,7 +15,7 @@ def _table() -> dict[str, set[str]]:
     section = text[text.index("## Layout\n") : text.index("\n## ", text.index("## Layout\n") + 1)]
     rows = {}
     for folder, cell in re.findall(r"^\| `([a-z_/]+/)` \| (.*) \|$", section, re.M):
-        rows[folder] = set(re.findall(r"`([a-z_]+\.py)`", cell))
+        rows[folder] = set(re.findall(r"`([a-z_0-9]+\.py)`", cell))
     return rows
 
 
