@@ -2,7 +2,9 @@
 
 `softmax` is the gate of MMoE, CGC and PLE (`ranker.layers.experts.Gate`). `dselect_k` is the
 sparse, differentiable gate of "DSelect-k: Differentiable Selection in the Mixture of Experts with
-Applications to Multi-Task Learning" (Hazimeh et al., NeurIPS 2021), per-example form. A gated
+Applications to Multi-Task Learning" (Hazimeh et al., NeurIPS 2021), per-example form.
+`noisy_top_k` routes each example to its k best experts (Shazeer et al., ICLR 2017;
+`ranker.layers.top_k_gate`). A gated
 architecture's config has `gate: softmax` (the default), `gate: dselect_k`, or the mapping form
 `gate: {kind: dselect_k, k: 2, gamma: 1.0, entropy_weight: 0.0}`; one more kind of gate is one
 more config class with a `kind` and a `make` method, added to `AnyGateConfig`.
@@ -16,8 +18,10 @@ from typing import Annotated, Any, Literal, get_args
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
+from ranker.errors import ConfigError
 from ranker.keras_compat import keras, tf
 from ranker.layers.experts import Gate
+from ranker.layers.top_k_gate import NoisyTopKGate
 
 # keeps log(0) and 1/0 finite (the value of the reference implementation)
 EPSILON = 1e-6
@@ -181,8 +185,29 @@ class DSelectKGateConfig(BaseModel):
         )
 
 
+class NoisyTopKGateConfig(BaseModel):
+    """Sparsely gated experts (Shazeer et al., ICLR 2017): each example's k best experts, noisy
+    logits in training, a load-balancing loss (`ranker.layers.top_k_gate`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["noisy_top_k"] = "noisy_top_k"
+    # 2 of MMoE's default 4 experts; k = 1 is Switch routing
+    k: int = Field(default=2, ge=1)
+    noise: bool = True
+    # Switch Transformers' alpha
+    balance_weight: float = Field(default=0.01, ge=0.0)
+
+    def make(self, num_experts: int, name: str) -> keras.layers.Layer:
+        if self.k > num_experts:
+            raise ConfigError(f"gate.k: {self.k} is more than the {num_experts} experts it gates")
+        return NoisyTopKGate(
+            num_experts, k=self.k, noise=self.noise, balance_weight=self.balance_weight, name=name
+        )
+
+
 # one more kind of gate: one more member here
-AnyGateConfig = SoftmaxGateConfig | DSelectKGateConfig
+AnyGateConfig = SoftmaxGateConfig | DSelectKGateConfig | NoisyTopKGateConfig
 GATE_KINDS: tuple[str, ...] = tuple(
     kind.model_fields["kind"].default for kind in get_args(AnyGateConfig)
 )

@@ -63,9 +63,13 @@ OPTIONS = {
     "plain": {"cross_layers": 0, "dropout": 0.0, "embedding_l2": 0.0},
     "dropout": {"dropout": 0.2},
     "dselect_k": {"gate": "dselect_k"},
+    "noisy_top_k": {"gate": {"kind": "noisy_top_k", "k": 1}},
     "attention": None,  # the schema's sequence pooled by target attention
 }
-VARIANTS = [*registry.names(), "mmoe+plain", "mmoe+attention", "ple+dropout", "ple+dselect_k"]
+VARIANTS = [
+    *registry.names(),
+    *("mmoe+plain", "mmoe+attention", "ple+dropout", "ple+dselect_k", "mmoe+noisy_top_k"),
+]
 
 
 def _attention_schema(schema: Schema) -> Schema:
