@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ranker.architectures.base import ArchitectureConfig, Backbone
+from ranker.architectures.base import ArchitectureConfig, Backbone, run_levels
 from ranker.keras_compat import tf
 from ranker.layers.adatt import AdaTTLevel
 from ranker.layers.mlp import MLP
@@ -66,14 +66,7 @@ class AdaTT(Backbone):
     def call_with_gates(
         self, x: tf.Tensor, training: bool | None = None
     ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
-        inputs = [x] * self.levels[0].num_inputs
-        gates: dict[str, tf.Tensor] = {}
-        for level, fusion in enumerate(self.levels):
-            inputs, level_gates = fusion(inputs, training=training)
-            last = level == len(self.levels) - 1
-            for k in range(self.num_tasks):
-                gates[f"task{k}" if last else f"task{k}/level{level}"] = level_gates[k]
-        return inputs[: self.num_tasks], gates
+        return run_levels(self.levels, [x] * self.levels[0].num_inputs, self.num_tasks, training)
 
     def get_config(self) -> dict[str, Any]:
         first = self.levels[0]

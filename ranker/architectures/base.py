@@ -140,3 +140,18 @@ class Backbone(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_tasks": self.num_tasks}
+
+
+def run_levels(
+    levels: list[keras.layers.Layer], inputs: list[tf.Tensor], num_tasks: int, training: bool | None
+) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
+    """Stacked extraction levels (PLE's CGC layers, AdaTT's fusion levels), each mapping a list
+    of inputs to (outputs, each task's gate weights): the last level's first `num_tasks` outputs,
+    and the gate weights keyed `task{k}/level{l}`, the last level's `task{k}`."""
+    gates: dict[str, tf.Tensor] = {}
+    for index, level in enumerate(levels):
+        inputs, level_gates = level(inputs, training=training)
+        last = index == len(levels) - 1
+        for k in range(num_tasks):
+            gates[f"task{k}" if last else f"task{k}/level{index}"] = level_gates[k]
+    return inputs[:num_tasks], gates

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ranker.architectures.base import ArchitectureConfig, Backbone
+from ranker.architectures.base import ArchitectureConfig, Backbone, run_levels
 from ranker.keras_compat import tf
 from ranker.layers.cgc import CGC
 from ranker.layers.gates import GateConfig, SoftmaxGateConfig
@@ -68,14 +68,7 @@ class ProgressiveLayeredExtraction(Backbone):
     def call_with_gates(
         self, x: tf.Tensor, training: bool | None = None
     ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
-        inputs = [x] * (self.num_tasks + 1)
-        gates: dict[str, tf.Tensor] = {}
-        for level, cgc in enumerate(self.levels):
-            inputs, level_gates = cgc(inputs, training=training)
-            last = level == len(self.levels) - 1
-            for k in range(self.num_tasks):
-                gates[f"task{k}" if last else f"task{k}/level{level}"] = level_gates[k]
-        return inputs[: self.num_tasks], gates
+        return run_levels(self.levels, [x] * (self.num_tasks + 1), self.num_tasks, training)
 
     def get_config(self) -> dict[str, Any]:
         first = self.levels[0]
