@@ -3,6 +3,7 @@
     python benchmarks/balancing.py                                   # the full grid (hours)
     python benchmarks/balancing.py --architectures mmoe --relatedness 0.9 --seeds 0
     python benchmarks/balancing.py --strategies fixed,pcgrad,uncertainty --rows 100000
+    python benchmarks/balancing.py --table A.json B.json      # README's table from result files
 
 For each relatedness of the synthetic world (`mtrank synth --relatedness`: how much the CTR and
 CVR effects share) and each data seed, one `mtrank synth` world of `--rows` rows; on it, every
@@ -127,10 +128,60 @@ def summary(worlds: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def table(paths: list[Path]) -> str:
+    """A markdown table of the strategies over result files (a later file's run of the same model
+    on the same world replaces an earlier one's; each difference is to the fixed weights of the
+    model's own file and world): per relatedness and architecture, the mean over seeds of CTR /
+    CTCVR E/oracle and, in brackets, CTCVR minus fixed weights'; then the step time over fixed."""
+    worlds: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        for key, result in json.loads(path.read_text())["worlds"].items():
+            for name, row in result["models"].items():
+                fixed = result["models"][f"{row['architecture']}+fixed"]
+                row = {
+                    **row,
+                    "vs_fixed": row["ctcvr_expected_ratio"] - fixed["ctcvr_expected_ratio"],
+                }
+                worlds.setdefault(key, {})[name] = row
+    columns = sorted(
+        {(k.split("/")[0], r["architecture"]) for k, w in worlds.items() for r in w.values()},
+        key=lambda c: (c[1], -float(c[0])),
+    )
+    strategies = list(dict.fromkeys(r["strategy"] for w in worlds.values() for r in w.values()))
+    head = " | ".join(f"{a}, rel. {rel}: CTR / CTCVR (vs fixed)" for rel, a in columns)
+    lines = [
+        f"| strategy | {head} | step time x fixed | seeds |",
+        "|---" * (len(columns) + 3) + "|",
+    ]
+    for strategy in strategies:
+        cells, steps, seeds = [], [], set()
+        for relatedness, architecture in columns:
+            rows = [
+                w[f"{architecture}+{strategy}"]
+                for k, w in worlds.items()
+                if k.split("/")[0] == relatedness and f"{architecture}+{strategy}" in w
+            ]
+            seeds.add(len(rows))
+            if not rows:
+                cells.append("-")
+                continue
+            steps += [r["step_vs_fixed"] for r in rows if r.get("step_vs_fixed")]
+            ctr = statistics.mean(r["ctr_expected_ratio"] for r in rows)
+            ctcvr = statistics.mean(r["ctcvr_expected_ratio"] for r in rows)
+            vs = statistics.mean(r["vs_fixed"] for r in rows)
+            cells.append(f"{ctr:.3f} / {ctcvr:.3f} ({vs:+.3f})")
+        step = f"{min(steps):.2f}-{max(steps):.2f}" if steps else "1.00"
+        lines.append(
+            f"| {strategy} | {' | '.join(cells)} | {step} | {'/'.join(map(str, sorted(seeds)))} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--table", type=Path, nargs="+", help="print the table of these results")
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--seeds", default="0,1,2", help="data seeds, one world each")
     parser.add_argument("--relatedness", default="0.2,0.9", help="of the CTR and CVR effects")
@@ -139,6 +190,9 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--out", type=Path, default=RESULTS / "balancing.json")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     strategies = args.strategies.split(",")
     for name in strategies:
         balancing.get(name)  # an unknown name fails before any data is made
