@@ -23,6 +23,7 @@ ARCHITECTURES: NamedClasses[type[Backbone]] = NamedClasses(
         "nddr",
         "mtan",
         "mrn",
+        "adashare",
         # mixtures of experts
         "omoe",
         "mmoe",
