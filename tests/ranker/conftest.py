@@ -61,6 +61,25 @@ def make_data(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, n
     return features, {"click": click, "conversion": conversion.astype(np.float32)}
 
 
+# the click log's two tasks and a regression one: what a test's 1, 2 or 3 tasks are
+THREE_TASKS = [
+    {"name": "ctr", "label": "click"},
+    {"name": "cvr", "label": "conversion", "condition": "click"},
+    {"name": "dwell", "label": "dwell_seconds", "type": "regression"},
+]
+
+
+def first_tasks(
+    count: int, rows: int, seed: int = 3
+) -> tuple[Schema, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The click-log schema with the first `count` of THREE_TASKS (no products), and `rows` rows
+    of `make_data` with the regression task's label (dwell_seconds = 3 log1p(price))."""
+    schema = click_log_schema(tasks=THREE_TASKS[:count], products=[])
+    features, labels = make_data(rows, seed=seed)
+    labels["dwell_seconds"] = (np.log1p(features["price"]) * 3.0).astype(np.float32)
+    return schema, features, labels
+
+
 @pytest.fixture(scope="session")
 def data() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     return make_data(2048)

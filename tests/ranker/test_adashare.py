@@ -23,7 +23,7 @@ from ranker.layers.adashare import (
 )
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import click_log_schema, make_data
+from tests.ranker.conftest import first_tasks, make_data
 
 X = tf.constant([[1.0, -2.0], [0.5, 1.0]])
 # block 0: relu(h W0 + b0), block 1: relu(h W1) (W1 swaps the two features)
@@ -243,18 +243,9 @@ def test_the_temperature_anneals_as_configured() -> None:
     assert np.isfinite(float(far))
 
 
-THREE_TASKS = [
-    {"name": "ctr", "label": "click"},
-    {"name": "cvr", "label": "conversion", "condition": "click"},
-    {"name": "dwell", "label": "dwell_seconds", "type": "regression"},
-]
-
-
 @pytest.mark.parametrize("tasks", [1, 2, 3])
 def test_trains_on_one_two_and_three_tasks_and_learns_a_policy(tasks: int) -> None:
-    schema = click_log_schema(tasks=THREE_TASKS[:tasks], products=[])
-    features, labels = make_data(1024, seed=3)
-    labels["dwell_seconds"] = (np.log1p(features["price"]) * 3.0).astype(np.float32)
+    schema, features, labels = first_tasks(tasks, 1024)
     keras.utils.set_random_seed(0)
     hparams = {"cross_layers": 0, "units": [16, 16, 16], "warmup_steps": 4}
     model = RankingModel(schema, "adashare", {**hparams, "curriculum_steps": 4, "anneal_steps": 4})

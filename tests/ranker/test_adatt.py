@@ -13,7 +13,7 @@ from ranker.layers.adatt import AdaTTLevel, FusionUnit
 from ranker.layers.mlp import MLP
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import click_log_schema, make_data
+from tests.ranker.conftest import THREE_TASKS, first_tasks, make_data
 
 HALF = keras.initializers.Constant(0.5)
 # one batch row, 4 experts of width 2; the unit under test owns experts 2 and 3
@@ -125,13 +125,6 @@ def test_backbone_names_gates_per_level_and_the_last_level_by_task(
         np.testing.assert_allclose(weights.numpy().sum(axis=1), 1.0, atol=1e-5)
 
 
-THREE_TASKS = [
-    {"name": "ctr", "label": "click"},
-    {"name": "cvr", "label": "conversion", "condition": "click"},
-    {"name": "dwell", "label": "dwell_seconds", "type": "regression"},
-]
-
-
 @pytest.mark.parametrize(
     ("tasks", "hparams"),
     [
@@ -144,9 +137,7 @@ THREE_TASKS = [
 def test_trains_on_one_two_and_three_tasks_binary_and_regression(
     tasks: list[dict], hparams: dict
 ) -> None:
-    schema = click_log_schema(tasks=tasks, products=[])
-    features, labels = make_data(512, seed=3)
-    labels["dwell_seconds"] = (np.log1p(features["price"]) * 3.0).astype(np.float32)
+    schema, features, labels = first_tasks(len(tasks), 512)
     keras.utils.set_random_seed(0)
     model = RankingModel(schema, "adatt", {"cross_layers": 0, **hparams})
     assert len(model.backbone.levels[0].task_units) == len(tasks)

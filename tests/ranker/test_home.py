@@ -12,14 +12,9 @@ from ranker.keras_compat import keras, tf
 from ranker.layers.home import FeatureGate, FeatureGatedExperts, HierarchyLevel, SelfGate
 from ranker.layers.mlp import MLP
 from ranker.model import RankingModel
-from tests.ranker.conftest import click_log_schema, make_data
+from tests.ranker.conftest import THREE_TASKS, click_log_schema, make_data
 
 ONES = keras.initializers.Constant(1.0)
-THREE_TASKS = [
-    {"name": "ctr", "label": "click"},
-    {"name": "cvr", "label": "conversion", "condition": "click"},
-    {"name": "dwell", "label": "dwell_seconds", "type": "regression"},
-]
 
 
 def _backbone(num_tasks: int = 2, **config: object) -> HoME:

@@ -21,7 +21,7 @@ from ranker.layers.mrn import (
 )
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import click_log_schema, make_data
+from tests.ranker.conftest import first_tasks, make_data
 
 RNG = np.random.default_rng(0)
 # a tiny [D_in, D_out, T] = [2, 3, 2] tensor and non-identity covariances
@@ -184,18 +184,9 @@ def test_the_prior_is_in_the_models_regularization_loss(schema: Schema) -> None:
     np.testing.assert_allclose(float(tf.add_n(model.losses)), 0.25 * np.sum(kernels**2), rtol=1e-5)
 
 
-THREE_TASKS = [
-    {"name": "ctr", "label": "click"},
-    {"name": "cvr", "label": "conversion", "condition": "click"},
-    {"name": "dwell", "label": "dwell_seconds", "type": "regression"},
-]
-
-
 @pytest.mark.parametrize("tasks", [1, 2, 3])
 def test_trains_on_one_two_and_three_tasks_and_fits_the_covariances(tasks: int) -> None:
-    schema = click_log_schema(tasks=THREE_TASKS[:tasks], products=[])
-    features, labels = make_data(1024, seed=3)
-    labels["dwell_seconds"] = (np.log1p(features["price"]) * 3.0).astype(np.float32)
+    schema, features, labels = first_tasks(tasks, 1024)
     keras.utils.set_random_seed(0)
     model = RankingModel(
         schema, "mrn", {"cross_layers": 0, "units": [16, 8], "prior_strength": 1e-3}

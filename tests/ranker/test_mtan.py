@@ -14,7 +14,7 @@ from ranker.keras_compat import keras, tf
 from ranker.layers.mtan import TaskAttention
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import click_log_schema, make_data
+from tests.ranker.conftest import first_tasks
 
 HALF = keras.initializers.Constant(0.5)
 MINUS_ONE = keras.initializers.Constant(-1.0)
@@ -91,18 +91,9 @@ def test_each_task_carries_its_own_attended_feature_through_the_shared_carrier()
     assert not np.allclose(out[0].numpy(), out[1].numpy())  # what each task carried matters
 
 
-THREE_TASKS = [
-    {"name": "ctr", "label": "click"},
-    {"name": "cvr", "label": "conversion", "condition": "click"},
-    {"name": "dwell", "label": "dwell_seconds", "type": "regression"},
-]
-
-
 @pytest.mark.parametrize("tasks", [1, 2, 3])
 def test_trains_on_one_two_and_three_tasks(tasks: int) -> None:
-    schema = click_log_schema(tasks=THREE_TASKS[:tasks], products=[])
-    features, labels = make_data(1024, seed=3)
-    labels["dwell_seconds"] = (np.log1p(features["price"]) * 3.0).astype(np.float32)
+    schema, features, labels = first_tasks(tasks, 1024)
     keras.utils.set_random_seed(0)
     model = RankingModel(schema, "mtan", {"cross_layers": 0, "units": [16, 8]})
     model.compile(optimizer=keras.optimizers.Adam(0.01))

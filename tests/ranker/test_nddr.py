@@ -15,7 +15,7 @@ from ranker.keras_compat import keras, tf
 from ranker.layers.nddr import NDDR
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import click_log_schema, make_data
+from tests.ranker.conftest import first_tasks
 
 X = tf.constant([[1.0, 2.0], [-1.0, 0.5], [0.3, -2.0]])  # input width 2
 
@@ -111,22 +111,13 @@ def test_a_tasks_output_reaches_the_other_columns_only_through_the_others_weight
         assert (size > 0) is reaches, (others_weight, size)
 
 
-THREE_TASKS = [
-    {"name": "ctr", "label": "click"},
-    {"name": "cvr", "label": "conversion", "condition": "click"},
-    {"name": "dwell", "label": "dwell_seconds", "type": "regression"},
-]
-
-
 @pytest.mark.parametrize(
     ("count", "hparams"),
     [(1, {}), (2, {}), (3, {"batch_norm": False, "others_weight": 0.3})],
     ids=["ctr", "ctr+cvr", "three-no-bn"],
 )
 def test_trains_on_one_two_and_three_tasks(count: int, hparams: dict) -> None:
-    schema = click_log_schema(tasks=THREE_TASKS[:count], products=[])
-    features, labels = make_data(512, seed=3)
-    labels["dwell_seconds"] = (np.log1p(features["price"]) * 3.0).astype(np.float32)
+    schema, features, labels = first_tasks(count, 512)
     keras.utils.set_random_seed(0)
     model = RankingModel(schema, "nddr", {"cross_layers": 0, **hparams})
     model.compile(optimizer=keras.optimizers.Adam(0.01))

@@ -12,7 +12,7 @@ from ranker.keras_compat import keras, tf
 from ranker.layers.mlp import MLP
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import click_log_schema, make_data
+from tests.ranker.conftest import first_tasks, make_data
 
 X = tf.constant([[1.0, -2.0, 0.5, 3.0], [0.0, 1.0, -1.0, 2.0]])  # input width 4
 
@@ -123,18 +123,9 @@ def test_a_penalty_pulls_the_columns_together_in_training() -> None:
     assert free[1] > 0.8 * free[0]  # without the penalty they stay apart
 
 
-THREE_TASKS = [
-    {"name": "ctr", "label": "click"},
-    {"name": "cvr", "label": "conversion", "condition": "click"},
-    {"name": "dwell", "label": "dwell_seconds", "type": "regression"},
-]
-
-
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_trains_on_one_two_and_three_tasks(count: int) -> None:
-    schema = click_log_schema(tasks=THREE_TASKS[:count], products=[])
-    features, labels = make_data(512, seed=3)
-    labels["dwell_seconds"] = (np.log1p(features["price"]) * 3.0).astype(np.float32)
+    schema, features, labels = first_tasks(count, 512)
     keras.utils.set_random_seed(0)
     model = RankingModel(schema, "soft_sharing", {"cross_layers": 0, "penalty": 0.01})
     model.compile(optimizer=keras.optimizers.Adam(0.01))
