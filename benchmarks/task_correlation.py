@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="data seeds (and training seeds)")
     parser.add_argument("--correlations", default="0.5,0.6,0.7,0.8,0.9,1.0")
     parser.add_argument("--architectures", default=",".join(PAPER_SIZES))
+    parser.add_argument("--epochs", type=int, default=20, help="the most epochs (early stopping)")
     parser.add_argument("--out", type=Path, default=RESULTS / "task_correlation.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "task_correlation.png")
     args = parser.parse_args()
@@ -114,7 +115,7 @@ def main() -> None:
         "rows": args.rows,
         "seeds": seeds,
         "sizes": {name: PAPER_SIZES.get(name, {}) for name in architectures},
-        "config": TrainConfig().model_dump(mode="json"),
+        "config": TrainConfig(epochs=args.epochs).model_dump(mode="json"),
         "runs": [],
     }
 
@@ -132,7 +133,8 @@ def main() -> None:
             models = Path(tempfile.mkdtemp(prefix="mtrank-corr-models-"))
             try:
                 for architecture in architectures:
-                    config = TrainConfig(hparams=PAPER_SIZES.get(architecture, {}), seed=seed)
+                    hparams = PAPER_SIZES.get(architecture, {})
+                    config = TrainConfig(hparams=hparams, seed=seed, epochs=args.epochs)
                     started = time.perf_counter()
                     result = train(data, architecture, models, config, verbose=False)
                     run = {
