@@ -187,7 +187,8 @@ class RankingModel(tfrs.models.Model):
     # ---- training ------------------------------------------------------------------------------
 
     def compute_loss(self, inputs: Any, training: bool = False) -> tf.Tensor:
-        """The weighted sum of objective losses (the balancing strategy's coefficients)."""
+        """The weighted sum of objective losses (the balancing strategy's coefficients), plus the
+        architecture's own loss terms (`Backbone.output_losses`); not the layers' penalties."""
         losses, _, _, extra = self._objective_losses(inputs, training, compute_metrics=True)
         return self.balancer(losses, training=training) + extra
 
