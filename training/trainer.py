@@ -108,7 +108,8 @@ def train(
 
     The weights `fit` ends with are saved under MODELS/.runs/NAME/trained/ before evaluation; if
     evaluation or export then fails, a `TrainingKept` error says so in one line and `resume=True`
-    finishes the job from those weights without training again.
+    finishes the job from those weights without training again. `init_from` (an export, MODELS/NAME
+    or MODELS/NAME/VERSION) starts the model from its weights (`training.warm_start`).
     """
     started = time.perf_counter()
     data_dir, models_dir = Path(data_dir), Path(models_dir)
