@@ -75,9 +75,16 @@ def warm_start(model: RankingModel, source: Path, features: Mapping[str, Any]) -
     old = RankingModel(old_schema, metadata.architecture, metadata.hparams)
     old(features)
     # the export's object graph: `_Servable.layers`, the model's inference layers in order
-    tf.train.Checkpoint(layers=old.inference_layers()).read(
-        str(version / "variables" / "variables")
-    ).assert_existing_objects_matched()
+    try:
+        tf.train.Checkpoint(layers=old.inference_layers()).read(
+            str(version / "variables" / "variables")
+        ).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise IncompatibleInit(
+            f"--init-from {version}: its variables do not fit the model its metadata.json "
+            f"describes ({first})"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="mtrank-init-") as scratch:
         saved = _parts(old).write(f"{scratch}/old")
         held = dict(tf.train.list_variables(saved))

@@ -5,6 +5,7 @@ line naming the difference."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,19 @@ def test_other_hyperparameters_are_an_error_naming_the_key(
     model(features)
     with pytest.raises(IncompatibleInit, match="hyperparameter 'num_experts' is 2 in the export"):
         warm_start(model, two_tasks, features)
+
+
+def test_an_export_without_its_variables_is_one_line(
+    two_tasks: Path, synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    broken = tmp_path / "broken" / "1"
+    shutil.copytree(two_tasks / "1", broken)
+    for path in (broken / "variables").iterdir():
+        path.unlink()
+    args = ["--data", str(synth_dir), "--model", "mmoe", "--out", str(tmp_path / "m")]
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(FAST))
+    flags = ["--config", str(config), "--init-from", str(broken), "--quiet"]
+    assert main(["train", *args, *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "its variables do not fit the model" in err, err
