@@ -155,3 +155,33 @@ def run_levels(
         for k in range(num_tasks):
             gates[f"task{k}" if last else f"task{k}/level{index}"] = level_gates[k]
     return inputs[:num_tasks], gates
+
+
+def task_columns(
+    num_tasks: int, units: list[int], activation: str, dropout: float
+) -> list[list[MLP]]:
+    """One column of single-layer MLPs per task, `columns[k][l]` (cross-stitch, NDDR)."""
+    return [
+        [
+            MLP([n], activation=activation, dropout=dropout, name=f"task_{k}_layer_{i}")
+            for i, n in enumerate(units)
+        ]
+        for k in range(num_tasks)
+    ]
+
+
+def run_columns(
+    columns: list[list[MLP]],
+    mixers: list[keras.layers.Layer],
+    x: tf.Tensor,
+    training: bool | None,
+) -> list[tf.Tensor]:
+    """Per layer l: every task's column layer on its own state, then `mixers[l]` over the tasks'
+    outputs (a list in, a list out); every task starts from `x`."""
+    hidden = [x] * len(columns)
+    for i, mixer in enumerate(mixers):
+        hidden = [
+            column[i](h, training=training) for column, h in zip(columns, hidden, strict=True)
+        ]
+        hidden = mixer(hidden, training=training)
+    return hidden

@@ -9,10 +9,9 @@ from typing import Any
 
 from pydantic import Field
 
-from ranker.architectures.base import ArchitectureConfig, Backbone
+from ranker.architectures.base import ArchitectureConfig, Backbone, run_columns, task_columns
 from ranker.keras_compat import tf
 from ranker.layers.cross_stitch import CrossStitch
-from ranker.layers.mlp import MLP
 from ranker.registry import register
 
 
@@ -41,13 +40,7 @@ class CrossStitchNetwork(Backbone):
         self.activation = activation
         self.dropout = float(dropout)
         self.self_weight = float(self_weight)
-        self.columns = [
-            [
-                MLP([n], activation=activation, dropout=dropout, name=f"task_{k}_layer_{i}")
-                for i, n in enumerate(self.units)
-            ]
-            for k in range(num_tasks)
-        ]
+        self.columns = task_columns(num_tasks, self.units, activation, self.dropout)
         self.stitches = [
             CrossStitch(num_tasks, self_weight, name=f"stitch_{i}") for i in range(len(self.units))
         ]
@@ -59,11 +52,7 @@ class CrossStitchNetwork(Backbone):
     def call_with_gates(
         self, x: tf.Tensor, training: bool | None = None
     ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
-        hidden = [x] * self.num_tasks
-        for i, stitch in enumerate(self.stitches):
-            hidden = [self.columns[k][i](h, training=training) for k, h in enumerate(hidden)]
-            hidden = stitch(hidden)
-        return hidden, {}
+        return run_columns(self.columns, self.stitches, x, training), {}
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -18,9 +18,8 @@ from typing import Any
 
 from pydantic import Field
 
-from ranker.architectures.base import ArchitectureConfig, Backbone
+from ranker.architectures.base import ArchitectureConfig, Backbone, run_columns, task_columns
 from ranker.keras_compat import tf
-from ranker.layers.mlp import MLP
 from ranker.layers.nddr import NDDR
 from ranker.registry import register
 
@@ -63,13 +62,7 @@ class NDDRNetwork(Backbone):
         self.self_weight = float(self_weight)
         self.others_weight = float(others_weight)
         self.batch_norm = bool(batch_norm)
-        self.columns = [
-            [
-                MLP([n], activation=activation, dropout=dropout, name=f"task_{k}_layer_{i}")
-                for i, n in enumerate(self.units)
-            ]
-            for k in range(num_tasks)
-        ]
+        self.columns = task_columns(num_tasks, self.units, activation, self.dropout)
         self.fusions = [
             NDDR(
                 num_tasks,
@@ -97,11 +90,7 @@ class NDDRNetwork(Backbone):
     def call_with_gates(
         self, x: tf.Tensor, training: bool | None = None
     ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
-        hidden = [x] * self.num_tasks
-        for i, fusion in enumerate(self.fusions):
-            hidden = [self.columns[k][i](h, training=training) for k, h in enumerate(hidden)]
-            hidden = fusion(hidden, training=training)
-        return hidden, {}
+        return run_columns(self.columns, self.fusions, x, training), {}
 
     def get_config(self) -> dict[str, Any]:
         return {
