@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from ranker.keras_compat import keras, tf
-from ranker.layers.experts import ExpertSet, Gate, mix
+from ranker.layers.experts import Gate, mix, task_and_shared_experts
 from ranker.layers.mlp import MLP
 
 
@@ -135,14 +135,8 @@ class AdaTTLevel(keras.layers.Layer):
         self.specific_experts = int(specific_experts)
         self.shared_experts = int(shared_experts)
         self.emit_shared = bool(emit_shared)
-        self.task_experts = [
-            ExpertSet(expert, self.specific_experts, name=f"task_{k}_experts")
-            for k in range(self.num_tasks)
-        ]
-        self.shared = (
-            ExpertSet(expert, self.shared_experts, name="shared_experts")
-            if self.shared_experts
-            else None
+        self.task_experts, self.shared = task_and_shared_experts(
+            expert, self.num_tasks, self.specific_experts, self.shared_experts
         )
         total = self.num_tasks * self.specific_experts + self.shared_experts
         self.task_units = [

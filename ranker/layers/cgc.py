@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ranker.keras_compat import keras, tf
-from ranker.layers.experts import ExpertSet, mix
+from ranker.layers.experts import mix, task_and_shared_experts
 from ranker.layers.gates import GateConfig, gate_config, make_gate
 from ranker.layers.mlp import MLP
 
@@ -51,13 +51,8 @@ class CGC(keras.layers.Layer):
         self.shared_experts = int(shared_experts)
         self.emit_shared = bool(emit_shared)
         self.gate_config = gate_config(gate)
-        self.task_experts = [
-            ExpertSet(expert, specific_experts, name=f"task_{k}_experts")
-            for k in range(self.num_tasks)
-            if specific_experts
-        ]
-        self.shared = (
-            ExpertSet(expert, shared_experts, name="shared_experts") if shared_experts else None
+        self.task_experts, self.shared = task_and_shared_experts(
+            expert, self.num_tasks, specific_experts, shared_experts
         )
         self.task_gates = [
             make_gate(self.gate_config, specific_experts + shared_experts, f"task_{k}_gate")

@@ -107,6 +107,20 @@ class ExpertSet(keras.layers.Layer):
         }
 
 
+def task_and_shared_experts(
+    expert: MLP | dict[str, Any], num_tasks: int, specific_experts: int, shared_experts: int
+) -> tuple[list[ExpertSet], ExpertSet | None]:
+    """Each task's own expert set (`task_{k}_experts`; none when `specific_experts` is 0) and the
+    shared one (`shared_experts`; None when `shared_experts` is 0): CGC's, AdaTT's and STEM's."""
+    tasks = [
+        ExpertSet(expert, specific_experts, name=f"task_{k}_experts")
+        for k in range(num_tasks)
+        if specific_experts
+    ]
+    shared = ExpertSet(expert, shared_experts, name="shared_experts") if shared_experts else None
+    return tasks, shared
+
+
 @keras.utils.register_keras_serializable(package="mtrank")
 class Gate(keras.layers.Layer):
     """A softmax gate: weights over `num_experts` from the input, [B, D_in] -> [B, E], rows sum to 1.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ranker.keras_compat import keras, tf
-from ranker.layers.experts import ExpertSet, Gate, mix
+from ranker.layers.experts import Gate, mix, task_and_shared_experts
 from ranker.layers.mlp import MLP
 
 
@@ -53,11 +53,11 @@ class STEMExperts(keras.layers.Layer):
         self.num_tasks = int(num_tasks)
         self.specific_experts = int(specific_experts)
         self.shared_experts = int(shared_experts)
-        self.task_experts = [
-            ExpertSet(expert, self.specific_experts, name=f"task_{k}_experts")
-            for k in range(self.num_tasks)
-        ]
-        self.shared = ExpertSet(expert, self.shared_experts, name="shared_experts")
+        self.task_experts, shared = task_and_shared_experts(
+            expert, self.num_tasks, self.specific_experts, self.shared_experts
+        )
+        assert shared is not None  # shared_experts >= 1, checked above
+        self.shared = shared
         self.gates = [Gate(self.total_experts, name=f"task_{k}_gate") for k in range(num_tasks)]
 
     @property
