@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--mixed-precision", action="store_true")
     parser.add_argument(
-        "--out", type=Path, default=Path("benchmarks/results/train_throughput.json")
+        "--out", type=Path, default=Path(__file__).parent / "results" / "train_throughput.json"
     )
     args = parser.parse_args()
 
