@@ -61,6 +61,18 @@ def make_data(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, n
     return features, {"click": click, "conversion": conversion.astype(np.float32)}
 
 
+def assert_config_round_trips(layer: Any) -> Any:
+    """`from_config(get_config())` gives the same config, and Keras' (de)serialization the same
+    class: what every layer test checks of its layers. Returns the clone from the config."""
+    from ranker.keras_compat import keras
+
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    assert type(keras.layers.deserialize(keras.layers.serialize(layer))) is type(layer)
+    return clone
+
+
 # the click log's two tasks and a regression one: what a test's 1, 2 or 3 tasks are
 THREE_TASKS = [
     {"name": "ctr", "label": "click"},

@@ -23,7 +23,7 @@ from ranker.layers.adashare import (
 )
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import first_tasks, make_data
+from tests.ranker.conftest import assert_config_round_trips, first_tasks, make_data
 
 X = tf.constant([[1.0, -2.0], [0.5, 1.0]])
 # block 0: relu(h W0 + b0), block 1: relu(h W1) (W1 swaps the two features)
@@ -283,11 +283,7 @@ def test_get_config_round_trips() -> None:
     )
     layers: list[Any] = [block, network]
     for layer in layers:
-        config = layer.get_config()
-        clone = type(layer).from_config(config)
-        assert clone.get_config() == config
-        restored = keras.layers.deserialize(keras.layers.serialize(layer))
-        assert type(restored) is type(layer)
+        clone = assert_config_round_trips(layer)
     for _ in range(6):
         network(x, training=True)  # moves the count of training calls: it must be copied too
     network.logits.assign(np.random.default_rng(0).normal(size=(3, 2, 2)))

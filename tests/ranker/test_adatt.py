@@ -13,7 +13,7 @@ from ranker.layers.adatt import AdaTTLevel, FusionUnit
 from ranker.layers.mlp import MLP
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import THREE_TASKS, first_tasks, make_data
+from tests.ranker.conftest import THREE_TASKS, assert_config_round_trips, first_tasks, make_data
 
 HALF = keras.initializers.Constant(0.5)
 # one batch row, 4 experts of width 2; the unit under test owns experts 2 and 3
@@ -161,11 +161,7 @@ def test_trains_on_one_two_and_three_tasks_binary_and_regression(
     ids=lambda layer: type(layer).__name__,
 )
 def test_get_config_round_trips(layer: keras.layers.Layer) -> None:
-    config = layer.get_config()
-    clone = type(layer).from_config(config)
-    assert clone.get_config() == config
-    restored = keras.layers.deserialize(keras.layers.serialize(layer))
-    assert type(restored) is type(layer)
+    assert_config_round_trips(layer)
 
 
 def test_a_backbone_rebuilt_from_its_config_computes_the_same_with_the_same_weights() -> None:

@@ -11,6 +11,7 @@ from ranker.layers.cross_stitch import CrossStitch
 from ranker.layers.experts import ExpertSet, Gate, mix
 from ranker.layers.mlp import MLP
 from ranker.layers.tower import ScoreProduct, Tower
+from tests.ranker.conftest import assert_config_round_trips
 
 ONES = keras.initializers.Constant(1.0)
 
@@ -127,8 +128,4 @@ def test_score_product_never_exceeds_a_factor() -> None:
     ids=lambda layer: type(layer).__name__,
 )
 def test_get_config_round_trips(layer: keras.layers.Layer) -> None:
-    config = layer.get_config()
-    clone = type(layer).from_config(config)
-    assert clone.get_config() == config
-    restored = keras.layers.deserialize(keras.layers.serialize(layer))
-    assert type(restored) is type(layer)
+    assert_config_round_trips(layer)

@@ -21,7 +21,7 @@ from ranker.layers.mrn import (
 )
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import first_tasks, make_data
+from tests.ranker.conftest import assert_config_round_trips, first_tasks, make_data
 
 RNG = np.random.default_rng(0)
 # a tiny [D_in, D_out, T] = [2, 3, 2] tensor and non-identity covariances
@@ -211,11 +211,7 @@ def test_get_config_round_trips() -> None:
     mrn = MRN(3, [5, 4], "gelu", 0.1, prior_strength=0.2, update_interval=7, epsilon=1e-2)
     layers: list[Any] = [prior, mrn]
     for layer in layers:
-        config = layer.get_config()
-        clone = type(layer).from_config(config)
-        assert clone.get_config() == config
-        restored = keras.layers.deserialize(keras.layers.serialize(layer))
-        assert type(restored) is type(layer)
+        clone = assert_config_round_trips(layer)
     mrn(x, training=True)  # updates the covariances: they must be copied too
     first = mrn(x)
     clone(x)

@@ -14,7 +14,7 @@ from ranker.keras_compat import keras, tf
 from ranker.layers.mtan import TaskAttention
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import first_tasks
+from tests.ranker.conftest import assert_config_round_trips, first_tasks
 
 HALF = keras.initializers.Constant(0.5)
 MINUS_ONE = keras.initializers.Constant(-1.0)
@@ -110,11 +110,7 @@ def test_get_config_round_trips() -> None:
     mtan = MTAN(3, units=[5, 4, 2], attention_units=3, activation="gelu", dropout=0.1)
     layers: list[Any] = [attention, mtan]
     for layer in layers:
-        config = layer.get_config()
-        clone = type(layer).from_config(config)
-        assert clone.get_config() == config
-        restored = keras.layers.deserialize(keras.layers.serialize(layer))
-        assert type(restored) is type(layer)
+        clone = assert_config_round_trips(layer)
     first = mtan(x)
     clone(x)
     clone.set_weights(mtan.get_weights())

@@ -15,7 +15,7 @@ from ranker.keras_compat import keras, tf
 from ranker.layers.nddr import NDDR
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import first_tasks
+from tests.ranker.conftest import assert_config_round_trips, first_tasks
 
 X = tf.constant([[1.0, 2.0], [-1.0, 0.5], [0.3, -2.0]])  # input width 2
 
@@ -135,10 +135,7 @@ def test_get_config_round_trips() -> None:
         NDDRNetwork(2, [4, 2], activation="gelu", dropout=0.1, self_weight=0.8, batch_norm=True),
     ]
     for layer in layers:
-        config = layer.get_config()
-        clone = type(layer).from_config(config)
-        assert clone.get_config() == config
-        assert type(keras.layers.deserialize(keras.layers.serialize(layer))) is type(layer)
+        clone = assert_config_round_trips(layer)
     # the rebuilt network with the same weights computes the same representations
     first = layer(X)
     clone(X)

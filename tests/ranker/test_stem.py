@@ -15,7 +15,7 @@ from ranker.layers.mlp import MLP
 from ranker.layers.stem import STEMExperts
 from ranker.model import RankingModel
 from ranker.schema import Schema
-from tests.ranker.conftest import click_log_schema, make_data
+from tests.ranker.conftest import assert_config_round_trips, click_log_schema, make_data
 
 ONES = keras.initializers.Constant(1.0)
 
@@ -99,11 +99,7 @@ def test_wrong_number_of_inputs_says_how_many() -> None:
     ids=lambda layer: type(layer).__name__,
 )
 def test_get_config_round_trips(layer: keras.layers.Layer) -> None:
-    config = layer.get_config()
-    clone = type(layer).from_config(config)
-    assert clone.get_config() == config
-    restored = keras.layers.deserialize(keras.layers.serialize(layer))
-    assert type(restored) is type(layer)
+    assert_config_round_trips(layer)
 
 
 # ---- the model -----------------------------------------------------------------------------------
