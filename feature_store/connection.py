@@ -12,10 +12,18 @@ The reader's connections pack commands with hiredis, as redis-py's blocking clie
 its asyncio client packs them in Python, argument by argument (redis-py issue #4176), which for a
 lookup's MGET of 501 keys cost 0.1-0.36 ms at p50 (`async_mget_raw` against
 `async_mget_raw_hiredis` in `benchmarks/store_latency.py`; figures in docs/feature_store.md).
+
+A Redis Cluster is named by `redis+cluster://[user:password@]host:port[,host:port...]` (any of its
+nodes: the clients discover the rest), `rediss+cluster://` for TLS; options go in the query string
+as for `redis://` (redis-py's `parse_url`). Its clients are redis-py's cluster clients
+(`redis.cluster.RedisCluster` for the writer, `redis.asyncio.cluster.RedisCluster` for the
+reader) with the same timeouts and retries as above; the reader's lookups go through
+`cluster_store`, the writer's writes through `cluster_writer`.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from redis.asyncio.connection import AbstractConnection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
@@ -32,7 +42,10 @@ from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
 from feature_store.embedded import EmbeddedRedis, store_path
-from feature_store.errors import StoreConfigError
+from feature_store.errors import StoreConfigError, StoreUnavailable
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""A cluster URL's scheme, and the scheme of the single-node URL its options are read as."""
 
 
 def redis_url(flag: str | None = None) -> str | None:
@@ -52,6 +65,11 @@ class Endpoint:
     url: str
     description: str
     embedded: EmbeddedRedis | None = None
+
+    @property
+    def cluster(self) -> bool:
+        """True for a Redis Cluster (`redis+cluster://`, `rediss+cluster://`)."""
+        return urlsplit(self.url).scheme.lower() in CLUSTER_SCHEMES
 
     def client(self, timeout: float) -> redis.Redis:
         """A blocking client, never retrying, whose socket operations give up after `timeout` s."""
@@ -80,6 +98,36 @@ class Endpoint:
                 pool.connection_class, pool.connection_class
             )
         return client
+
+    def cluster_client(self, timeout: float) -> redis.cluster.RedisCluster:
+        """A blocking Redis Cluster client, never retrying a command (MOVED and ASK redirections
+        are still followed), whose socket operations give up after `timeout` seconds. It reads
+        the slot map as it is made: StoreUnavailable if no node answers."""
+        nodes, options = parse_cluster_url(self.url)
+        try:
+            return redis.cluster.RedisCluster(
+                startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in nodes],
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), retries=0),
+                **options,
+            )
+        except (redis.exceptions.RedisClusterException, redis.ConnectionError) as err:
+            raise StoreUnavailable(f"{self.description}: {err}") from err
+
+    def async_cluster_client(self, timeout: float) -> redis.asyncio.cluster.RedisCluster:
+        """An asyncio Redis Cluster client for reads: socket operations give up after `timeout`
+        seconds; a command that failed on a connection or met CLUSTERDOWN is sent once more, at
+        once, after the slot map was refreshed (at most once a second: redis-py's
+        `topology_refresh_min_interval`)."""
+        nodes, options = parse_cluster_url(self.url)
+        return redis.asyncio.cluster.RedisCluster(
+            startup_nodes=[redis.asyncio.cluster.ClusterNode(host, port) for host, port in nodes],
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=AsyncRetry(NoBackoff(), retries=1),
+            **options,
+        )
 
     @property
     def _client_name(self) -> str | None:
@@ -128,7 +176,10 @@ def locate(
         raise ValueError("a store needs exactly one of url= or data_dir=")
     if url is not None:
         try:
-            redis.connection.parse_url(url)
+            if Endpoint(url, url).cluster:
+                parse_cluster_url(url)
+            else:
+                redis.connection.parse_url(url)
         except ValueError as err:
             raise StoreConfigError(f"bad Redis URL {redact(url)!r}: {err}") from None
         return Endpoint(url, redact(url))
@@ -143,6 +194,43 @@ def locate(
     return Endpoint(
         embedded.url, f"embedded store {embedded.directory.resolve()}", embedded=embedded
     )
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The seed nodes `[(host, port), ...]` of a `redis+cluster://` or `rediss+cluster://` URL
+    and the options its clients take (username, password, TLS, the query string's options, read
+    as redis-py's `parse_url` reads them for one node).
+
+    ValueError, naming what is wrong, for a URL without nodes, a node without a port, a database
+    other than 0 (a cluster has only database 0) or an option the cluster clients do not take.
+    """
+    parts = urlsplit(url)
+    scheme = CLUSTER_SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(f"a cluster URL starts with {' or '.join(CLUSTER_SCHEMES)}://")
+    userinfo, at, addresses = parts.netloc.rpartition("@")
+    nodes: list[tuple[str, int]] = []
+    for address in addresses.split(","):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"cluster node {address!r} is not host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    if parts.path not in ("", "/", "/0"):
+        raise ValueError(f"a Redis Cluster has only database 0, not {parts.path[1:]!r}")
+    first_node = urlunsplit((scheme, userinfo + at + addresses.split(",")[0], "", parts.query, ""))
+    options: dict[str, Any] = dict(redis.connection.parse_url(first_node))
+    for per_node in ("host", "port", "db"):
+        options.pop(per_node, None)
+    if options.pop("connection_class", None) is redis.connection.SSLConnection:
+        options["ssl"] = True
+    unknown = sorted(set(options) - _CLUSTER_OPTIONS)
+    if unknown:
+        raise ValueError(f"option {unknown[0]!r} is not one a Redis Cluster client takes")
+    return nodes, options
+
+
+_CLUSTER_OPTIONS = set(inspect.signature(redis.asyncio.cluster.RedisCluster).parameters)
+"""The options of redis-py's cluster clients (the blocking one takes them as **kwargs)."""
 
 
 def redact(url: str) -> str:

@@ -11,6 +11,8 @@ Key format, pinned byte for byte by the tests (change it only together with a mi
 A materialization writes version N = INCR {namespace}:version, then sets {namespace}:current to N
 (a compare-and-set that only moves forward), then deletes every older version. Readers resolve
 `current` in the same round trip as their MGET, so they never see a half-written version.
+A Redis Cluster holds the same keys, spread over its hash slots (no hash tags); how its readers
+keep versions apart without a transaction: `feature_store.cluster_store`.
 
 The records stored under the entity keys: `feature_store.records`.
 """

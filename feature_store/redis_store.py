@@ -67,11 +67,15 @@ class RedisOnlineStore:
     `layout` its records (None until read with the first lookup of that version).
     A lookup the caches answer entirely skips Redis, unless the pointer was last read more than
     `pointer_check_s` seconds ago: then it reads the pointer, so flips are seen within that time.
+    A Redis Cluster is read by the subclass `cluster_store.ClusterOnlineStore`.
     """
+
+    _outages: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+    """The errors that mean Redis is unreachable: StoreUnavailable, and the breaker opens."""
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster,
         *,
         namespace: str = DEFAULT_NAMESPACE,
         description: str = "redis",
@@ -161,7 +165,7 @@ class RedisOnlineStore:
             return lookup.finish(self.version, self.layout, [], [])
         if self.version is None:  # first lookup, or nothing live yet: learn the version first
             # (the caches hold nothing while no version is known: `lookup` stays valid)
-            self._observe(parse_version(await self._client.get(self._pointer), self._pointer))
+            self._observe(await self._live())
             self._pointer_read_at = time.monotonic()
         for _ in range(MAX_FLIPS_PER_LOOKUP):
             version, layout = self.version, self.layout  # as of now: other lookups may flip them
@@ -169,22 +173,14 @@ class RedisOnlineStore:
                 return lookup.finish(None, Layout(), [], [])
             keys = lookup.keys(self.namespace, version)
             meta = meta_key(self.namespace, version)
-            if keys or layout is None:
-                async with self._client.pipeline(transaction=True) as pipe:
-                    pipe.get(self._pointer)
-                    if layout is None:  # a version not read before: its record layout too
-                        pipe.get(meta)
-                    if keys:
-                        pipe.mget(keys)
-                    replies = await pipe.execute()
-                pointer, blobs = replies[0], replies[-1] if keys else []
+            if keys or layout is None:  # (a version not read before: its record layout too)
+                live, meta_blob, blobs = await self._read(version, keys, layout is None)
             else:  # the caches hold every row: only check that they are still current
-                pointer, blobs = await self._client.get(self._pointer), []
+                live, meta_blob, blobs = await self._live(), None, []
             self._pointer_read_at = time.monotonic()
-            live = parse_version(pointer, self._pointer)
             if live == version:
                 if layout is None:
-                    layout = Layout.from_meta(replies[1], meta)
+                    layout = Layout.from_meta(meta_blob, meta)
                     if self.version == version:
                         self.layout = layout
                 return lookup.finish(version, layout, keys, blobs)
@@ -195,8 +191,28 @@ class RedisOnlineStore:
             f"{MAX_FLIPS_PER_LOOKUP} times during one lookup"
         )
 
+    async def _read(
+        self, version: int, keys: list[bytes], with_meta: bool
+    ) -> tuple[int | None, bytes | None, list[bytes | None]]:
+        """One round trip: the live version, `version`'s meta record (if `with_meta`) and the
+        values at `keys` (keys of `version`), read together in one MULTI/EXEC transaction, so
+        the values are `version`'s whenever the live version read is `version`."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.get(self._pointer)
+            if with_meta:
+                pipe.get(meta_key(self.namespace, version))
+            if keys:
+                pipe.mget(keys)
+            replies = await pipe.execute()
+        live = parse_version(replies[0], self._pointer)
+        return live, replies[1] if with_meta else None, replies[-1] if keys else []
+
+    async def _live(self) -> int | None:
+        """The live version, as the pointer says now."""
+        return parse_version(await self._client.get(self._pointer), self._pointer)
+
     async def _metadata(self) -> dict[str, Any] | None:
-        live = parse_version(await self._client.get(self._pointer), self._pointer)
+        live = await self._live()
         if live is None:
             return None
         blob = await self._client.get(meta_key(self.namespace, live))
@@ -234,7 +250,7 @@ class RedisOnlineStore:
             raise StoreUnavailable(
                 f"{self.description}: no answer within {self.timeout * 1e3:.0f} ms"
             ) from None
-        except (redis.ConnectionError, redis.TimeoutError) as err:
+        except self._outages as err:
             self._down_until = now + self.retry_after
             raise StoreUnavailable(f"{self.description}: {err}") from err
         self._timeouts_in_a_row = 0
@@ -250,8 +266,10 @@ def open_async_store(
     cache: CacheConfig | None = None,
     retry_after: float = DEFAULT_RETRY_AFTER_S,
 ) -> RedisOnlineStore:
-    """The store at a Redis `url` (`redis://`, `rediss://`, `unix://`; password and db in the URL),
-    or the embedded store that `mtrank features materialize --data DIR` filled (exactly one).
+    """The store at a Redis `url` (`redis://`, `rediss://`, `unix://`; password and db in the URL;
+    `redis+cluster://host:port[,host:port...]` for a Redis Cluster, read by
+    `cluster_store.ClusterOnlineStore`), or the embedded store that `mtrank features materialize
+    --data DIR` filled (exactly one).
 
     A URL is not contacted before the first call; the embedded store starts (or attaches to) its
     server here, and a directory never materialized is a StoreConfigError. `timeout` (seconds)
@@ -260,6 +278,17 @@ def open_async_store(
     """
     check_namespace(namespace)
     endpoint = locate(url=url, data_dir=data_dir)
+    if endpoint.cluster:
+        from feature_store.cluster_store import ClusterOnlineStore  # a subclass: imported here
+
+        return ClusterOnlineStore(
+            endpoint.async_cluster_client(timeout),
+            namespace=namespace,
+            description=endpoint.description,
+            timeout=timeout,
+            retry_after=retry_after,
+            cache=cache,
+        )
     return RedisOnlineStore(
         endpoint.async_client(timeout),
         namespace=namespace,

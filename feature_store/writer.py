@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+import redis.cluster
 
 from feature_store.connection import Endpoint, locate
 from feature_store.embedded import EmbeddedRedis
@@ -75,12 +76,16 @@ class StoreWriter:
     """Writes versions of one namespace's tables; `open_writer` builds one from a URL or directory.
 
     `description` names the store in messages; `embedded` is the server this writer started or
-    attached to, stopped (if nobody else uses it) on `close`.
+    attached to, stopped (if nobody else uses it) on `close`. A Redis Cluster is written by the
+    subclass `cluster_writer.ClusterStoreWriter`.
     """
+
+    _outages: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+    """The errors that mean Redis is unreachable: raised as StoreUnavailable."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.cluster.RedisCluster,
         *,
         namespace: str = DEFAULT_NAMESPACE,
         description: str = "redis",
@@ -141,13 +146,7 @@ class StoreWriter:
                 prefix + entity_id.encode(): blob
                 for (entity_id, _), blob in zip(batch, blobs, strict=True)
             }
-            if ttl_s is None:
-                self._call(self._client.mset, mapping)
-            else:
-                pipe = self._client.pipeline(transaction=False)
-                for key, blob in mapping.items():
-                    pipe.set(key, blob, ex=ttl_s)
-                self._call(pipe.execute)
+            self._store(mapping, ttl_s)
             written += len(batch)
         return written
 
@@ -169,9 +168,7 @@ class StoreWriter:
         was not called, the flip stores `{"version", "columns"}` as this writer wrote them.
         Raises VersionConflict, after deleting `version`, if a newer version is already live.
         """
-        keys = [self._pointer, meta_key(self.namespace, version)]
-        minimal = self._meta(version, {"version": version})
-        flipped, before = self._call(self._flip, keys, [version, minimal])
+        flipped, before = self._flip_pointer(version, self._meta(version, {"version": version}))
         if not flipped:
             self.discard(version)
             raise VersionConflict(
@@ -212,6 +209,23 @@ class StoreWriter:
 
     # ---- internals --------------------------------------------------------------------------
 
+    def _flip_pointer(self, version: int, minimal_meta: bytes) -> tuple[int, bytes]:
+        """The compare-and-set of `flip` (storing `minimal_meta` unless the version has a meta
+        record): (1 if the pointer moved to `version` else 0, the pointer before or b"")."""
+        keys = [self._pointer, meta_key(self.namespace, version)]
+        flipped, before = self._call(self._flip, keys, [version, minimal_meta])
+        return int(flipped), before
+
+    def _store(self, values: dict[bytes, bytes], ttl_s: int | None) -> None:
+        """SET every key of `values` in one round trip: one MSET, or SETs with an expiry."""
+        if ttl_s is None:
+            self._call(self._client.mset, values)
+        else:
+            pipe = self._client.pipeline(transaction=False)
+            for key, blob in values.items():
+                pipe.set(key, blob, ex=ttl_s)
+            self._call(pipe.execute)
+
     def _meta(self, version: int, record: dict[str, Any]) -> bytes:
         full = {**record, "columns": self.layout(version).to_record()}
         return json.dumps(full, sort_keys=True).encode()
@@ -219,7 +233,7 @@ class StoreWriter:
     def _scan(self, pattern: bytes) -> Iterator[bytes]:
         try:
             yield from self._client.scan_iter(match=pattern, count=5000)
-        except (redis.ConnectionError, redis.TimeoutError) as err:
+        except self._outages as err:
             raise StoreUnavailable(f"{self.description}: {err}") from err
 
     def _delete(self, keys: Iterable[bytes]) -> int:
@@ -230,7 +244,7 @@ class StoreWriter:
         """`command(*args)`, with connection failures turned into StoreUnavailable."""
         try:
             return command(*args)
-        except (redis.ConnectionError, redis.TimeoutError) as err:
+        except self._outages as err:
             raise StoreUnavailable(f"{self.description}: {err}") from err
 
 
@@ -241,10 +255,19 @@ def open_writer(
     namespace: str = DEFAULT_NAMESPACE,
     timeout: float = DEFAULT_WRITE_TIMEOUT_S,
 ) -> StoreWriter:
-    """A writer of the store at a Redis `url`, or of the embedded store of `data_dir` (created
-    if needed). `timeout` bounds every socket operation, in seconds."""
+    """A writer of the store at a Redis `url` (a `redis+cluster://` URL: `ClusterStoreWriter`),
+    or of the embedded store of `data_dir` (created if needed). `timeout` bounds every socket
+    operation, in seconds."""
     check_namespace(namespace)
     endpoint: Endpoint = locate(url=url, data_dir=data_dir, create=True)
+    if endpoint.cluster:
+        from feature_store.cluster_writer import ClusterStoreWriter  # a subclass: imported here
+
+        return ClusterStoreWriter(
+            endpoint.cluster_client(timeout),
+            namespace=namespace,
+            description=endpoint.description,
+        )
     return StoreWriter(
         endpoint.client(timeout),
         namespace=namespace,
