@@ -1,9 +1,10 @@
 """The app factory: `create_app(settings)` builds the FastAPI app; its lifespan opens everything.
 
 At startup the lifespan loads and warms the latest version of every model (`ModelManager`),
-checks the experiments file against the loaded models, starts the exposure log's writer thread,
+checks the experiments file against the loaded models, loads the ranking policies and checks
+them (the default, and each variant's) against the models, starts the exposure log's writer thread,
 opens the online store (`FeatureSource`), starts the thread pool that calls the models and the
-task that polls for new versions, then freezes the garbage collector's view of everything
+task that polls for new versions (and for edits of the policies file), then freezes the garbage collector's view of everything
 loaded so far (`gc.freeze()`: full collections stop walking the model graphs, which otherwise
 adds tens of milliseconds to the latency tail). At shutdown it stops them again, first waiting
 for shadow scorings and writing every queued exposure. Nothing happens at import or in
@@ -30,6 +31,7 @@ from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.middleware import ServiceMiddleware
 from serving.model_router import ExperimentRouter, ModelRouter
+from serving.policies import PolicySet, PolicyWatcher
 from serving.ranking import Ranker
 from serving.routes import ROUTERS
 from serving.settings import Settings
@@ -74,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings.models_dir,
         )
     experiments = load_experiments(app, settings, manager)
+    policies = load_policies(app, settings, manager, experiments, metrics)
     exposure_log = open_exposure_log(app, settings, metrics)
     features = FeatureSource.open(settings, metrics)
     executor = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="mtrank-model")
@@ -82,15 +85,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if experiments is None
         else ExperimentRouter(manager, experiments)
     )
-    exposures = ExposureRecorder(exposure_log, executor, metrics)
+    exposures = ExposureRecorder(
+        exposure_log, executor, metrics, log_features=settings.log_features
+    )
     app.state.manager = manager
     app.state.features = features
     app.state.executor = executor
-    app.state.ranker = Ranker(settings.max_items, router, features, metrics, executor, exposures)
+    app.state.policies = policies
+    app.state.ranker = Ranker(
+        settings.max_items, router, features, metrics, executor, exposures, policies
+    )
     _freeze(settings)
     poller = None
     if settings.poll_interval_s > 0:
-        poller = asyncio.create_task(_poll(manager, settings), name="mtrank-model-poll")
+        poller = asyncio.create_task(_poll(manager, policies, settings), name="mtrank-model-poll")
     try:
         yield
     finally:
@@ -128,11 +136,48 @@ def load_experiments(
     return experiments
 
 
+def load_policies(
+    app: FastAPI,
+    settings: Settings,
+    manager: ModelManager,
+    experiments: ExperimentsFile | None,
+    metrics: Metrics,
+) -> PolicyWatcher:
+    """The ranking policies, loaded and checked: the default must fit every loaded model, each
+    variant's policy its model. A bad file (or fit) stops the startup like a bad experiments
+    file; later edits that fail the same checks are refused while the old policies serve."""
+
+    def check(policies: PolicySet) -> None:
+        served = {name: s for name in manager.names if (s := manager.get(name)) is not None}
+        policies.check_default(list(served.values()))
+        if experiments is not None:
+            experiments.check_policies(policies, served, source=str(settings.experiments))
+
+    watcher = PolicyWatcher(settings.policies, check, listener=metrics.policy_event)
+    try:
+        watcher.start()
+    except MtrankError as err:
+        app.state.startup_error = err
+        raise
+    if settings.policies is not None:
+        log.info(
+            "ranking policies from %s: %s", settings.policies, sorted(watcher.current.policies)
+        )
+    return watcher
+
+
 def open_exposure_log(app: FastAPI, settings: Settings, metrics: Metrics) -> ExposureLog | None:
     """The started exposure log writer, or None without `exposure_log`."""
     if settings.exposure_log is None:
         return None
-    exposure_log = ExposureLog(settings.exposure_log, metrics, settings.exposure_queue)
+    max_mb, minutes = settings.exposure_log_max_mb, settings.exposure_log_rotate_minutes
+    exposure_log = ExposureLog(
+        settings.exposure_log,
+        metrics,
+        settings.exposure_queue,
+        max_bytes=None if max_mb is None else max(1, round(max_mb * 2**20)),
+        rotate_s=None if minutes is None else minutes * 60.0,
+    )
     try:
         exposure_log.start()
     except OSError as err:
@@ -144,8 +189,9 @@ def open_exposure_log(app: FastAPI, settings: Settings, metrics: Metrics) -> Exp
     return exposure_log
 
 
-async def _poll(manager: ModelManager, settings: Settings) -> None:
-    """Look for new (or removed) versions every `poll_interval_s`; loads run in a thread."""
+async def _poll(manager: ModelManager, policies: PolicyWatcher, settings: Settings) -> None:
+    """Look for new (or removed) versions and for an edited policies file every
+    `poll_interval_s`; loads run in a thread."""
     while True:
         await asyncio.sleep(settings.poll_interval_s)
         try:
@@ -155,6 +201,10 @@ async def _poll(manager: ModelManager, settings: Settings) -> None:
             continue
         if any(outcome == "loaded" for _, _, outcome in events):
             _freeze(settings)
+        try:
+            await asyncio.to_thread(policies.refresh)
+        except Exception:
+            log.exception("policies poll failed")
 
 
 def _freeze(settings: Settings) -> None:

@@ -6,6 +6,11 @@ section 4, in the foreground until Ctrl-C. Flags override `MTRANK_*` environment
 embedded store `mtrank features materialize --data DIR` filled), else `$MTRANK_REDIS_URL` or
 `$REDIS_URL`; with none of these the service runs without a store: every request is scored
 with default user and item features and answered with `"degraded": true`.
+
+`--policies FILE` names the ranking policies (`serving.policies`) that `/v1/rank`'s `policy` and
+`top_k` and the experiments' variants use; `--log-features` puts the served feature values in
+the exposure log, which `--exposure-log-max-mb` / `--exposure-log-rotate-minutes` rotate
+(`serving.exposure`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exposure-log", type=Path, metavar="FILE", help="append scored requests here (JSON lines)"
     )
+    parser.add_argument(
+        "--exposure-log-max-mb",
+        type=float,
+        metavar="M",
+        help="rotate the exposure log (FILE.YYYYMMDDTHHMMSSZ) before it grows past M MiB",
+    )
+    parser.add_argument(
+        "--exposure-log-rotate-minutes",
+        type=float,
+        metavar="T",
+        help="rotate the exposure log once it is T minutes old",
+    )
+    parser.add_argument(
+        "--log-features",
+        action="store_true",
+        default=None,
+        help="exposures also hold the feature values the model was given for the returned items",
+    )
+    parser.add_argument(
+        "--policies",
+        type=Path,
+        metavar="FILE",
+        help="ranking policies (YAML): fusion formulas for `policy` and `top_k`; reloaded on change",
+    )
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument(
@@ -57,6 +86,10 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "models_dir": args.models,
         "experiments": args.experiments,
         "exposure_log": args.exposure_log,
+        "exposure_log_max_mb": args.exposure_log_max_mb,
+        "exposure_log_rotate_minutes": args.exposure_log_rotate_minutes,
+        "log_features": args.log_features,
+        "policies": args.policies,
         "host": args.host,
         "port": args.port,
         "poll_interval_s": args.poll_interval,
@@ -77,14 +110,18 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise MtrankError(f"{where}: {first['msg']}") from None
+        raise MtrankError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
     if not settings.models_dir.is_dir():
         raise MtrankError(f"--models {settings.models_dir}: no such directory")
-    for flag, path in (("--experiments", settings.experiments),):
+    for flag, path in (("--experiments", settings.experiments), ("--policies", settings.policies)):
         if path is not None and not path.is_file():
             raise MtrankError(f"{flag} {path}: no such file")
     if settings.experiments is not None:
         check_experiments(settings.experiments, settings.models_dir)
+    if settings.policies is not None:  # its fit to the models is checked once they load
+        from serving.policies import PolicySet
+
+        PolicySet.load(settings.policies)
     if settings.exposure_log is not None and settings.exposure_log.is_dir():
         raise MtrankError(f"--exposure-log {settings.exposure_log}: is a directory, not a file")
     return settings

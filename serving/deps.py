@@ -1,8 +1,8 @@
 """What routes get from the app, as `Annotated[..., Depends(...)]` aliases.
 
 Everything lives on `app.state`, put there by the lifespan (`serving.app`): the settings, the
-model manager, the feature source, the metrics, the model-call thread pool and the `Ranker`
-that runs `/v1/rank`. The dependencies are `async def` although they only read an attribute:
+model manager, the feature source, the metrics, the model-call thread pool, the ranking
+policies and the `Ranker` that runs `/v1/rank`. The dependencies are `async def` although they only read an attribute:
 FastAPI runs a plain `def` dependency in its worker thread pool, and those hops (one per
 dependency and request; `/v1/rank` had eight) cost more than the rest of the request's parsing.
 """
@@ -19,6 +19,7 @@ from serving.errors import Forbidden, Unauthorized
 from serving.feature_source import FeatureSource
 from serving.manager import ModelManager
 from serving.metrics import Metrics
+from serving.policies import PolicyWatcher
 from serving.ranking import Ranker
 from serving.settings import Settings
 
@@ -49,12 +50,17 @@ async def get_executor(request: Request) -> ThreadPoolExecutor:
     return request.app.state.executor  # type: ignore[no-any-return]
 
 
+async def get_policies(request: Request) -> PolicyWatcher:
+    return request.app.state.policies  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 RankerDep = Annotated[Ranker, Depends(get_ranker)]
 FeaturesDep = Annotated[FeatureSource, Depends(get_features)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ExecutorDep = Annotated[ThreadPoolExecutor, Depends(get_executor)]
+PoliciesDep = Annotated[PolicyWatcher, Depends(get_policies)]
 
 
 async def require_admin(request: Request, settings: SettingsDep) -> None:

@@ -7,6 +7,7 @@ experiments:
     variants:
       - {name: control,   model: mmoe, weight: 50}
       - {name: treatment, model: ple,  weight: 50}
+      # - {name: fusion, model: mmoe, policy: ctcvr_price, weight: ..}   (an extension)
     shadow: [cgc]          # optional: scored and logged, never returned
 default: gates             # optional (an extension): the experiment of requests that name
                            # neither a model nor an experiment; the first one when left out
@@ -19,8 +20,15 @@ user gets the same variant as long as the salt and the weights stay; a new salt 
 everyone. Experiments are independent: each has its own salt, so a user's variants in two
 experiments are unrelated.
 
-`ExperimentsFile.load(path)` validates the file on its own (YAML, keys, names, weights) and
-`check_models(loaded)` against the models that serve; every error is an `ExperimentsError`
+A variant may name a ranking `policy` (serving.policies: a file policy, or a model output) beside
+its model: two variants can share one model and differ only in how its scores are fused. A
+request's own `"policy"` overrides the variant's (the client asked for it, as `"model"` takes a
+request out of the experiment); the exposure records the policy that was applied, so such
+requests stay visible in `mtrank ab-report`.
+
+`ExperimentsFile.load(path)` validates the file on its own (YAML, keys, names, weights),
+`check_models(loaded)` against the models that serve and `check_policies` the variants'
+policies against the policies file and their models; every error is an `ExperimentsError`
 naming the file and the key, e.g. `exp.yaml: experiments[0].variants: weights sum to 90, not
 100 (experiment 'gates')`. Pure Python: no TensorFlow, no FastAPI.
 """
@@ -37,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ranker.config_files import describe_validation_error, read_yaml
 from ranker.errors import MtrankError
+from serving.policies import PolicySet, Scorer
 
 BUCKETS = 10_000
 _NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
@@ -56,6 +65,9 @@ class Variant(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=_NAME)
     model: str = Field(min_length=1, max_length=128)
     weight: float = Field(gt=0, le=100, description="percent of users; all variants sum to 100")
+    policy: str | None = Field(
+        default=None, min_length=1, max_length=64, description="ranking policy (an extension)"
+    )
 
 
 class Experiment(_Strict):
@@ -187,6 +199,34 @@ class ExperimentsFile(_Strict):
                     raise ExperimentsError(
                         f"{source}: experiments[{e}].shadow[{s}]: model {model!r} is not "
                         f"served (models: {sorted(available)}) (experiment {experiment.name!r})"
+                    )
+
+    def check_policies(
+        self, policies: PolicySet, models: Mapping[str, Scorer], source: str = "experiments"
+    ) -> None:
+        """ExperimentsError naming the key of the first variant whose policy is unknown or does
+        not fit its model (an output or numeric feature the model lacks); `models` are the
+        served ones (`check_models` passed)."""
+        for e, experiment in enumerate(self.experiments):
+            for v, variant in enumerate(experiment.variants):
+                model = models.get(variant.model)
+                if variant.policy is None or model is None:
+                    continue
+                where = f"{source}: experiments[{e}].variants[{v}].policy"
+                policy = policies.find(variant.policy, model.outputs)
+                if policy is None:
+                    raise ExperimentsError(
+                        f"{where}: unknown policy {variant.policy!r} (policies"
+                        f"{f' in {policies.source}' if policies.source else ''}: "
+                        f"{sorted(policies.policies)}; outputs of model {model.name!r}: "
+                        f"{model.outputs}) (experiment {experiment.name!r})"
+                    )
+                problem = policy.problem(model)
+                if problem is not None:
+                    key, why = problem
+                    raise ExperimentsError(
+                        f"{where}: {why} ({policies.where(policy.name)}.{key}) "
+                        f"(experiment {experiment.name!r})"
                     )
 
 

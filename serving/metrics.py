@@ -13,11 +13,17 @@ mtrank_model_loads_total{model, outcome}                     versions loaded or 
 mtrank_experiment_requests_total{experiment, variant}        /v1/rank requests per variant
 mtrank_shadow_requests_total{experiment, model, outcome}     shadow scorings (scored/failed/skipped)
 mtrank_exposures_total{outcome}                              exposure lines written/dropped/failed
+mtrank_exposure_log_rotations_total                          exposure log files rotated
+mtrank_rank_policy_requests_total{policy}                    /v1/rank requests by ranking policy
+mtrank_policy_reloads_total{outcome}                         policies file loads (loaded/refused)
+mtrank_policies                                              policies of the file serving now
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from serving.policies import PolicySet
 
 _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -108,9 +114,36 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.rotations = Counter(
+            "mtrank_exposure_log_rotations",
+            "Exposure log files closed and renamed (by size or age).",
+            registry=r,
+        )
+
+        self.policy_requests = Counter(
+            "mtrank_rank_policy_requests",
+            "/v1/rank requests by the ranking policy that fused their scores ('' for none); "
+            "the names are bounded by the policies file and the models' outputs.",
+            ["policy"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "mtrank_policy_reloads",
+            "Loads of the policies file: loaded, or refused (the previous policies serve on).",
+            ["outcome"],
+            registry=r,
+        )
+        self.policies = Gauge(
+            "mtrank_policies", "Policies of the policies file serving now.", registry=r
+        )
 
     def model_event(self, model: str, version: int, outcome: str) -> None:
         """The manager's listener: count the load, and show the serving version."""
         self.model_loads.labels(model, outcome).inc()
         if outcome == "loaded":
             self.model_version.labels(model).set(version)
+
+    def policy_event(self, outcome: str, policies: PolicySet) -> None:
+        """The policy watcher's listener: count the load, and show how many policies serve."""
+        self.policy_reloads.labels(outcome).inc()
+        self.policies.set(len(policies.policies))

@@ -113,6 +113,7 @@ class ServiceMiddleware:
                         "model": state.get("model"),
                         "version": state.get("version"),
                         "variant": state.get("variant"),
+                        "policy": state.get("policy"),
                         "items": state.get("items"),
                         "degraded": state.get("degraded"),
                         "client": (scope.get("client") or (None,))[0],

@@ -12,7 +12,9 @@ model, else the first by name; no experiments, so `variant` is None.
 - both: 422, the request must choose.
 
 The route also carries the experiment's shadow models, which the exposure recorder scores after
-the response (`serving.exposure`); they are never returned.
+the response (`serving.exposure`); they are never returned; and the variant's ranking policy
+(`policy`, None when the variant names none), which `serving.ranking` applies unless the
+request names its own.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Route:
     experiment: str | None = None
     bucket: int | None = None
     shadows: tuple[Servable, ...] = ()
+    policy: str | None = None  # the variant's ranking policy
 
 
 class Router(Protocol):
@@ -96,6 +99,7 @@ class ExperimentRouter:
             experiment=chosen.name,
             bucket=bucket,
             shadows=shadows,
+            policy=variant.policy,
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 
 class _Body(BaseModel):
@@ -23,6 +23,18 @@ class RankRequest(_Body):
     context: dict[str, Any] | None = None
     model: StrictStr | None = None
     experiment: StrictStr | None = None
+    policy: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="ranking policy that fuses the scores (a policies-file name or a model "
+        "output); overrides the experiment variant's",
+    )
+    top_k: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        description="return only the k best items by the policy's score, best first",
+    )
 
 
 class Missing(BaseModel):
@@ -39,8 +51,12 @@ class RankResponse(BaseModel):
     experiment: str | None = Field(
         default=None, description="the experiment that assigned the variant (an extension)"
     )
+    policy: str | None = Field(
+        default=None, description="the ranking policy whose `score` each row carries, if any"
+    )
     scores: list[dict[str, str | float]] = Field(
-        description='one entry per item_ids entry, in order: {"item_id": ..., TASK: score}'
+        description='one entry per item_ids entry, in order: {"item_id": ..., TASK: score}, plus '
+        '"score" (the fused value) with a policy; with top_k the k best by score, best first'
     )
     missing: Missing
     degraded: bool

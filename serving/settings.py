@@ -74,6 +74,22 @@ class Settings(BaseSettings):
         ge=1,
         description="exposures waiting for the writer thread at most; beyond, they are dropped",
     )
+    exposure_log_max_mb: float | None = Field(
+        default=None, gt=0, description="rotate the exposure log before it grows past this (MiB)"
+    )
+    exposure_log_rotate_minutes: float | None = Field(
+        default=None, gt=0, description="rotate the exposure log once it is this old (minutes)"
+    )
+    log_features: bool = Field(
+        default=False,
+        description="exposures also hold the feature values the model was given (returned rows)",
+    )
+
+    # ---- ranking policies (serving/policies.py) ---------------------------------------------
+    policies: Path | None = Field(
+        default=None,
+        description="policies file (YAML): named fusion formulas; reloaded when it changes",
+    )
 
     # ---- process --------------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -90,3 +106,18 @@ class Settings(BaseSettings):
         if self.redis_url is not None and self.store_dir is not None:
             raise ValueError("give at most one of redis_url (--redis) and store_dir (--store)")
         return self
+
+    @model_validator(mode="after")
+    def _exposure_options(self) -> Settings:
+        if self.exposure_log is None:
+            for name, flag in _NEED_EXPOSURE_LOG.items():
+                if getattr(self, name) not in (None, False):
+                    raise ValueError(f"{flag} ({name}) needs --exposure-log (exposure_log)")
+        return self
+
+
+_NEED_EXPOSURE_LOG = {
+    "log_features": "--log-features",
+    "exposure_log_max_mb": "--exposure-log-max-mb",
+    "exposure_log_rotate_minutes": "--exposure-log-rotate-minutes",
+}

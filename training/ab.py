@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -152,9 +153,30 @@ def _tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
     return kinds if isinstance(kinds, tuple) else (kinds,)
 
 
+def parse_time(value: Any, where: str) -> float:
+    """Unix seconds of a log time: an ISO-8601 string ("2026-12-05T10:00:00.123Z"; UTC when it
+    names no zone) or a number of unix seconds; a MtrankError naming `where` otherwise."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            stamp = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    raise MtrankError(f"{where}: expected an ISO-8601 UTC time or unix seconds, got {value!r}")
+
+
+def iso_time(seconds: float) -> str:
+    """Unix `seconds` as the logs write a time: ISO-8601 UTC with milliseconds and a Z."""
+    stamp = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class Shown:
-    """One shown item's feedback."""
+    """One shown item's feedback; `time` and `conversion_time` in unix seconds, NaN if unknown."""
 
     item_id: str
     position: int
@@ -162,10 +184,17 @@ class Shown:
     conversion: int
     p_click: float
     p_conversion: float
+    time: float = math.nan
+    conversion_time: float = math.nan
 
 
 def read_feedback(path: Path) -> tuple[dict[str, list[Shown]], int]:
-    """Feedback rows by request id, and the number of lines read."""
+    """Feedback rows by request id, and the number of lines read.
+
+    The optional `time` and `conversion_time` (ISO-8601 UTC or unix seconds; `conversion_time`
+    defaults to `time`) are kept on each row; a time that does not parse is an error naming
+    FILE:LINE.
+    """
     by_request: dict[str, list[Shown]] = {}
     lines = 0
     for number, row in read_json_lines(path, "--feedback"):
@@ -187,6 +216,12 @@ def read_feedback(path: Path) -> tuple[dict[str, list[Shown]], int]:
         ):
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise MtrankError(f"{where}: {key!r} must be a number")
+        shown_at = parse_time(row["time"], f"{where}: 'time'") if "time" in row else math.nan
+        converted_at = (
+            parse_time(row["conversion_time"], f"{where}: 'conversion_time'")
+            if "conversion_time" in row
+            else shown_at
+        )
         by_request.setdefault(request_id, []).append(
             Shown(
                 item_id,
@@ -195,6 +230,8 @@ def read_feedback(path: Path) -> tuple[dict[str, list[Shown]], int]:
                 int(conversion),
                 float(p_click),
                 float(p_conversion),
+                shown_at,
+                converted_at,
             )
         )
         lines += 1
@@ -209,6 +246,7 @@ class Arm:
     """Everything shown by one experiment variant, as columns."""
 
     models: dict[str, str] = field(default_factory=dict)  # model -> version(s) seen
+    policies: dict[str, int] = field(default_factory=dict)  # ranking policy -> requests
     requests: int = 0
     users: set[str] = field(default_factory=set)
     click: list[int] = field(default_factory=list)
@@ -232,13 +270,24 @@ class Joined:
     duplicate_exposures: int = 0
 
 
-def join_logs(exposures: Path, feedback: Path) -> Joined:
-    """Every feedback row with the variant and served scores of its request."""
+def join_logs(exposures: Path | Sequence[Path], feedback: Path) -> Joined:
+    """Every feedback row with the variant, ranking policy and served scores of its request.
+
+    `exposures` may be several files (a rotated log: `FILE.*` and FILE), read in turn; schema
+    lines (`"kind": "schema"`, written with `mtrank serve --log-features`) are skipped. An
+    exposure's columns hold the items it returned, so feedback for any other item is unmatched.
+    """
     shown_by_request, feedback_lines = read_feedback(feedback)
     joined = Joined(arms={}, feedback_lines=feedback_lines)
     matched: set[str] = set()
-    for number, line in read_json_lines(exposures, "--exposures"):
-        where = f"{exposures}:{number}"
+    files = [exposures] if isinstance(exposures, Path) else list(exposures)
+    lines = (
+        (f"{path}:{number}", line)
+        for path in files
+        for number, line in read_json_lines(path, "--exposures")
+        if line.get("kind") != "schema"
+    )
+    for where, line in lines:
         joined.exposure_lines += 1
         request_id = _require(line, "request_id", str, where)
         item_ids = _require(line, "item_ids", list, where)
@@ -261,6 +310,9 @@ def join_logs(exposures: Path, feedback: Path) -> Joined:
         model = str(_require(line, "model", str, where))
         versions = set(filter(None, arm.models.get(model, "").split(",")))
         arm.models[model] = ",".join(sorted(versions | {str(line.get("version", ""))}))
+        policy = line.get("policy")
+        if policy is not None:
+            arm.policies[str(policy)] = arm.policies.get(str(policy), 0) + 1
         arm.requests += 1
         arm.users.add(str(line.get("user_id")))
         index = {item: k for k, item in reversed(list(enumerate(item_ids)))}
@@ -359,8 +411,12 @@ def arm_summary(arm: Arm, level: float = LEVEL) -> dict[str, Any]:
             "cvr": _finite(float(p_ctcvr.sum() / p_click.sum())),
             "ctcvr": _finite(float(p_ctcvr.mean())),
         }
+    policies = dict(sorted(arm.policies.items()))
     return {
         "models": dict(sorted(arm.models.items())),
+        # the ranking policy of every request (None when they differ or had none), and counts
+        "policy": next(iter(policies)) if list(policies.values()) == [arm.requests] else None,
+        "policies": policies,
         "requests": arm.requests,
         "users": len(arm.users),
         "impressions": impressions,
@@ -435,13 +491,18 @@ def experiment_report(
 
 
 def build_report(
-    exposures: Path, feedback: Path, control: str | None = None, level: float = LEVEL
+    exposures: Path | Sequence[Path],
+    feedback: Path,
+    control: str | None = None,
+    level: float = LEVEL,
 ) -> dict[str, Any]:
     """The whole report.json: inputs, counts and one section per experiment."""
-    joined = join_logs(exposures, feedback)
+    files = [exposures] if isinstance(exposures, Path) else list(exposures)
+    joined = join_logs(files, feedback)
     if joined.impressions == 0:
         raise MtrankError(
-            f"no feedback row of {feedback} matches an experiment exposure in {exposures} "
+            f"no feedback row of {feedback} matches an experiment exposure in "
+            f"{', '.join(map(str, files))} "
             f"({joined.exposure_lines} exposures, {joined.outside_experiments} outside any "
             f"experiment, {joined.feedback_lines} feedback rows)"
         )
@@ -458,7 +519,7 @@ def build_report(
     return {
         "level": level,
         "inputs": {
-            "exposures": str(exposures),
+            "exposures": [str(path) for path in files],
             "feedback": str(feedback),
             "exposure_lines": joined.exposure_lines,
             "feedback_lines": joined.feedback_lines,

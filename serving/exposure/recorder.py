@@ -1,4 +1,10 @@
-"""Scored `/v1/rank` requests to exposures, with their shadow models scored off the request path."""
+"""Scored `/v1/rank` requests to exposures, with their shadow models scored off the request path.
+
+The exposure keeps references to the request's arrays (every candidate's scores, the returned
+rows' `order`, and with `log_features` the batch the serving model was called with); the writer
+thread picks the returned rows and encodes them. Shadow models score every candidate, and their
+columns are cut to the returned rows the same way.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from serving.exposure.entry import Exposure
 from serving.exposure.writer import ExposureLog
 from serving.metrics import Metrics
 from serving.model_call import score_candidates
-from serving.rank_result import RankResult
+from serving.rank_result import SCORE, RankResult
 from serving.servable import Servable
 
 log = logging.getLogger("mtrank.serving")
@@ -29,10 +35,12 @@ class ExposureRecorder:
         executor: ThreadPoolExecutor,
         metrics: Metrics,
         max_pending_shadows: int = MAX_PENDING_SHADOWS,
+        log_features: bool = False,
     ) -> None:
         self.log = log
         self.executor = executor
         self.metrics = metrics
+        self.log_features = log_features
         self.max_pending_shadows = max_pending_shadows
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -43,6 +51,10 @@ class ExposureRecorder:
             self.metrics.assignments.labels(route.experiment, route.variant or "").inc()
         if self.log is None and not route.shadows:
             return
+        scores = result.scores
+        if result.score is not None:
+            scores = {**scores, SCORE: result.score}
+        features = self.log_features and self.log is not None
         exposure = Exposure(
             request_id=result.request_id,
             time=time.time(),
@@ -54,8 +66,12 @@ class ExposureRecorder:
             version=result.servable.model_version,
             item_ids=result.item_ids,
             context=result.context,
-            scores=result.scores,
+            scores=scores,
             degraded=result.degraded,
+            policy=None if result.policy is None else result.policy.name,
+            order=result.order,
+            batch=result.batch if features else None,
+            schema=result.servable.schema if features else None,
         )
         if not route.shadows:
             self._log(exposure)

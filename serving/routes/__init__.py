@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
-from serving.routes import health, metrics, models, predict, rank
+from serving.routes import health, metrics, models, policies, predict, rank
 
-ROUTERS = [rank.router, predict.router, models.router, health.router, metrics.router]
+ROUTERS = [
+    rank.router,
+    predict.router,
+    models.router,
+    policies.router,
+    health.router,
+    metrics.router,
+]

@@ -1,7 +1,8 @@
 """Model status (`GET /v1/models`, TF Serving's `GET /v1/models/{name}`) and admin actions.
 
 Admin endpoints (API key, or loopback only when none is set):
-`POST /v1/admin/reload` retries refused versions and looks for new ones now;
+`POST /v1/admin/reload` retries refused versions and looks for new ones now, and reloads the
+policies file (whether or not it changed);
 `PUT /v1/admin/models/{name}/pin {"version": V}` serves V until
 `DELETE /v1/admin/models/{name}/pin` returns to the latest version.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from serving.deps import AdminDep, ManagerDep
+from serving.deps import AdminDep, ManagerDep, PoliciesDep
 from serving.errors import NotFound
 from serving.manager import ModelManager
 from serving.schemas import ModelsResponse, ModelStatusResponse, PinRequest, VersionStatusBody
@@ -42,13 +43,16 @@ async def version_status(name: str, version: str, manager: ManagerDep) -> dict[s
 
 
 @router.post("/v1/admin/reload")
-async def reload(manager: ManagerDep, _: AdminDep) -> dict[str, Any]:
-    """Forget refused versions and load what should serve now; lists what happened."""
+async def reload(manager: ManagerDep, policies: PoliciesDep, _: AdminDep) -> dict[str, Any]:
+    """Forget refused versions and load what should serve now, reload the policies file; lists
+    what happened (a refused policies edit: `outcome` refused and its `error`)."""
     manager.forget_failures()
     events = await asyncio.to_thread(manager.refresh)
+    outcome = await asyncio.to_thread(policies.refresh, True)
     return {
         "events": [{"model": m, "version": str(v), "outcome": o} for m, v, o in events],
         "models": [_summary(manager, name) for name in manager.names],
+        "policies": {"outcome": outcome, "error": policies.error},
     }
 
 

@@ -276,9 +276,9 @@ def test_exposure_log_is_written_off_the_request_path_and_complete_after_shutdow
     release = threading.Event()
     write = ExposureLog._write
 
-    def held_back(self: ExposureLog, file: Any, exposures: list[Any]) -> None:
+    def held_back(self: ExposureLog, exposures: list[Any]) -> None:
         release.wait(60)
-        write(self, file, exposures)
+        write(self, exposures)
 
     monkeypatch.setattr(ExposureLog, "_write", held_back)
     experiments = tmp_path / "experiments.yaml"
@@ -296,9 +296,10 @@ def test_exposure_log_is_written_off_the_request_path_and_complete_after_shutdow
     assert lines[-1]["variant"] is None and lines[-1]["experiment"] is None
     keys = {
         "request_id", "time", "user_id", "experiment", "variant", "bucket", "model", "version",
-        "item_ids", "context", "scores", "shadow", "degraded",
+        "policy", "candidates", "item_ids", "context", "scores", "shadow", "degraded",
     }  # fmt: skip
     assert set(lines[0]) == keys
+    assert (lines[0]["policy"], lines[0]["candidates"]) == (None, len(ITEMS))
     assert lines[0]["context"] == {**CONTEXT, "position": 1.0}
     assert lines[0]["bucket"] == bucket("gates-2026-11", lines[0]["user_id"])
 

@@ -1,12 +1,14 @@
-"""`mtrank ab-report --exposures FILE --feedback FILE --out REPORT_DIR [--control NAME]`
+"""`mtrank ab-report --exposures FILE [FILE ...] --feedback FILE --out REPORT_DIR [--control NAME]`
 
-Joins the service's exposure log (`mtrank serve --exposure-log`) with a feedback log (`mtrank
+Joins the service's exposure log (`mtrank serve --exposure-log`; several files for a rotated
+log, e.g. `--exposures exposures.jsonl*`; schema lines skipped) with a feedback log (`mtrank
 simulate --feedback`, or real clicks in the same shape) per experiment variant, and writes
 `REPORT_DIR/report.json` and a self-contained `REPORT_DIR/report.html` (tables and inline SVG
 interval plots, no external files):
 
-- per variant: requests, users, impressions, CTR, CVR, CTCVR with 95% Wilson intervals, and the
-  true CTCVR when the feedback carries the generator's probabilities;
+- per variant: its models and ranking policy (two variants that share a model and differ only
+  in policy are two rows), requests, users, impressions, CTR, CVR, CTCVR with 95% Wilson
+  intervals, and the true CTCVR when the feedback carries the generator's probabilities;
 - lift against the control (`--control`, else the variant named `control`, else the first by
   name): difference and relative lift with intervals, two-proportion z-test p-values;
 - per served task (ctr, cvr, ctcvr) and for every shadow model: AUC with its DeLong interval,
@@ -31,7 +33,12 @@ from training.html_report import num, p_value, page, row, table, with_interval
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--exposures", required=True, type=Path, metavar="FILE", help="the service's exposure log"
+        "--exposures",
+        required=True,
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="the service's exposure log (several files: a rotated log)",
     )
     parser.add_argument(
         "--feedback", required=True, type=Path, metavar="FILE", help="clicks and conversions"
@@ -131,16 +138,18 @@ def _verdict(section: dict[str, Any], level: str) -> str:
 
 
 def _rates_table(section: dict[str, Any], level: str) -> str:
-    headers = ["variant", "models", "requests", "users", "impressions"]
+    headers = ["variant", "models", "policy", "requests", "users", "impressions"]
     headers += [f"CTR [{level}]", f"CVR [{level}]", f"CTCVR [{level}]", "true CTCVR"]
     rows = []
     for name, variant in section["variants"].items():
         marker = " (control)" if name == section["control"] else ""
         models = ", ".join(f"{m} v{v}" for m, v in variant["models"].items())
+        policies = ", ".join(f"{p} ({n})" for p, n in variant.get("policies", {}).items())
         rows.append(
             row(
                 f"{html.escape(name)}{marker}",
                 html.escape(models),
+                html.escape(variant.get("policy") or policies or "none"),
                 variant["requests"],
                 variant["users"],
                 variant["impressions"],
