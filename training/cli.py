@@ -41,6 +41,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "ab-report": Subcommand(
         "training.commands.ab_report", "join exposures with feedback per variant"
     ),
+    "logs": Subcommand("training.commands.logs", "served features + feedback: to-dataset"),
 }
 
 

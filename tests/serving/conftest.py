@@ -8,10 +8,14 @@ the data into the session Redis (`redis_url` from tests/conftest.py) under its o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,6 +46,52 @@ def mtrank(*args: str | Path, env: dict[str, str] | None = None) -> str:
 def without_redis_url() -> dict[str, str]:
     """The environment minus REDIS_URL, so that the embedded store is the one meant."""
     return {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+
+
+def cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`mtrank ARGS` in a subprocess without REDIS_URL or MTRANK_* settings; its result."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("MTRANK_")}
+    return subprocess.run(
+        [sys.executable, "-m", "training.cli", *map(str, args)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def served(models: Path, *flags: str | Path) -> Iterator[str]:
+    """`mtrank serve --models MODELS FLAGS` on a free port until the block ends: yields its URL
+    once /readyz answers 200, then stops it with Ctrl-C and checks that it exited cleanly (so
+    the exposure log is complete when the block is over)."""
+    import httpx
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("MTRANK_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "training.cli", "serve", "--models", str(models),
+         "--port", str(port), "--poll-interval", "0", "--log-level", "warning", *map(str, flags)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.communicate()[1][-3000:]
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.2)
+        yield url
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=60)
+    assert server.returncode == 0, stderr[-3000:]
 
 
 @dataclass(frozen=True)

@@ -8,36 +8,15 @@ The two variants serve the same SavedModel under two names, so the test is about
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.serving.conftest import cli, free_port, served
+
 REQUESTS, TOP_K = 200, 5
-
-
-def cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("MTRANK_")}
-    return subprocess.run(
-        [sys.executable, "-m", "training.cli", *map(str, args)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_simulate_then_ab_report(export: Any, embedded_data: Path, tmp_path: Path) -> None:
@@ -54,36 +33,13 @@ def test_simulate_then_ab_report(export: Any, embedded_data: Path, tmp_path: Pat
         "      - {name: treatment, model: twin, weight: 50}\n"
     )
     exposures, feedback = tmp_path / "exposures.jsonl", tmp_path / "feedback.jsonl"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("MTRANK_")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "serve", "--models", str(models),
-         "--store", str(embedded_data), "--port", str(port), "--poll-interval", "0",
-         "--experiments", str(experiments), "--exposure-log", str(exposures),
-         "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.communicate()[1][-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.2)
+    flags = ["--store", embedded_data, "--experiments", experiments, "--exposure-log", exposures]
+    with served(models, *flags) as url:
         done = cli(
             "simulate", "--url", url, "--data", embedded_data, "--requests", REQUESTS,
             "--top-k", TOP_K, "--candidates", 50, "--feedback", feedback, "--seed", 7,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
-    finally:
-        server.send_signal(signal.SIGINT)
-        _, stderr = server.communicate(timeout=60)
-    assert server.returncode == 0, stderr[-3000:]
 
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert (summary["requests"], summary["failed"]) == (REQUESTS, 0)

@@ -12,20 +12,27 @@ Plays the synthetic users of DIR (what `mtrank synth --out DIR` wrote) against a
    (the schema's default, 1), the usual way to serve a position-aware ranker;
 4. `POST /v1/rank` without `"model"` (the experiments file assigns the variant; `--experiment`
    names one);
-5. the top `--top-k` (10) by the served `--rank-by` score (`ctcvr`, the expected conversions per
-   impression) are shown at positions 1..K; clicks and conversions are drawn from the TRUE
-   model at those positions (position lowers clicks, never conversions; conversions only
+5. the top `--top-k` (10) by the served `--rank-by` score are shown at positions 1..K (`auto`,
+   the default: the ranking policy's fused `score` when the service's rows carry one, else
+   `ctcvr`, the expected conversions per impression); clicks and conversions are drawn from the
+   TRUE model at those positions (position lowers clicks, never conversions; conversions only
    follow clicks);
 6. one feedback line per shown item is appended to FILE:
    `{"request_id", "item_id", "position", "click", "conversion", "user_id", "p_click",
-   "p_conversion"}`, where `p_click` and `p_conversion` are the true probabilities (P(click) at
-   that position, P(conversion | click)), so that `mtrank ab-report` can say each variant's true
-   CTCVR next to the observed one.
+   "p_conversion", "time"}` and, for a conversion, `"conversion_time"`: `p_click` and
+   `p_conversion` are the true probabilities (P(click) at that position, P(conversion | click)),
+   so that `mtrank ab-report` can say each variant's true CTCVR next to the observed one;
+   `time` is the request's wall time (ISO-8601 UTC; the impression and its click), and
+   `conversion_time` follows it by a delay drawn from an exponential distribution with mean
+   `--conversion-delay-hours` (24; 0: at the same time), the usual model of delayed conversions
+   (Chapelle, "Modeling Delayed Feedback in Display Advertising", KDD 2014), so that `mtrank logs
+   to-dataset --attribution-window` has delays to cut.
 
 Every request draws from its own random stream (`--seed` and its number), so a run is
-reproducible whatever `--concurrency`. Requests go out in windows of a few hundred; feedback is
-appended in request order after each window. Progress goes to stderr; the LAST stdout line is a
-JSON summary with the observed and true rates per variant.
+reproducible whatever `--concurrency` (every draw, the delays included; not the wall times).
+Requests go out in windows of a few hundred; feedback is appended in request order after each
+window. Progress goes to stderr; the LAST stdout line is a JSON summary with the observed and
+true rates per variant.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from ranker.errors import MtrankError
 MAX_REQUESTS = 10_000_000
 WINDOW = 256  # requests in flight between two appends to the feedback file
 MAX_FAILURES_IN_A_ROW = 10
-RANK_BY = ("ctcvr", "ctr", "cvr")
+RANK_BY = ("auto", "score", "ctcvr", "ctr", "cvr")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +71,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--candidates", type=int, default=100, metavar="C", help="candidates per request (100)"
     )
     parser.add_argument(
-        "--rank-by", default="ctcvr", choices=RANK_BY, help="served score that orders (ctcvr)"
+        "--rank-by",
+        default="auto",
+        choices=RANK_BY,
+        help="served score that orders (auto: the policy's score if served, else ctcvr)",
+    )
+    parser.add_argument(
+        "--conversion-delay-hours",
+        type=float,
+        default=24.0,
+        metavar="H",
+        help="mean delay of a conversion after its click, exponential (24; 0: none)",
     )
     parser.add_argument("--experiment", help="ask for this experiment (default: the service's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
@@ -123,6 +140,10 @@ def check_args(args: argparse.Namespace) -> None:
     if args.candidates < args.top_k:
         raise MtrankError(
             f"--candidates ({args.candidates}) must be at least --top-k ({args.top_k})"
+        )
+    if not 0.0 <= args.conversion_delay_hours < float("inf"):
+        raise MtrankError(
+            f"--conversion-delay-hours must be >= 0, got {args.conversion_delay_hours}"
         )
     if not 1 <= args.concurrency <= 64:
         raise MtrankError(f"--concurrency must be in 1..64, got {args.concurrency}")
@@ -231,16 +252,20 @@ class Player:
         }
         if args.experiment:
             body["experiment"] = args.experiment
+        requested_at = time.time()
         answer = self._post(body)
         if answer is None:
             return Played(variant="", failed="request failed")
         scores = answer["scores"]
-        if args.rank_by not in scores[0]:
+        rank_by = args.rank_by
+        if rank_by == "auto":
+            rank_by = "score" if "score" in scores[0] else "ctcvr"
+        if rank_by not in scores[0]:
             raise MtrankError(
-                f"the service returns no {args.rank_by!r} score (has {sorted(scores[0])}); "
+                f"the service returns no {rank_by!r} score (has {sorted(scores[0])}); "
                 "pass --rank-by"
             )
-        served = np.array([row[args.rank_by] for row in scores], np.float64)
+        served = np.array([row[rank_by] for row in scores], np.float64)
         top = np.argsort(-served, kind="stable")[: args.top_k]
         shown = world.item_ids[items[top]]
         k = len(shown)
@@ -252,6 +277,7 @@ class Player:
         p_conversion = self.truth.p_conversion(users, shown, np.full(k, DEVICES[device]))
         click = rng.random(k) < p_click
         conversion = click & (rng.random(k) < p_conversion)
+        delays = conversion_delays(rng, k, args.conversion_delay_hours)
         experiment, variant = answer.get("experiment"), answer.get("variant")
         rows = [
             {
@@ -263,6 +289,7 @@ class Player:
                 "user_id": body["user_id"],
                 "p_click": round(float(p_click[j]), 6),
                 "p_conversion": round(float(p_conversion[j]), 6),
+                **event_times(requested_at, bool(conversion[j]), float(delays[j])),
             }
             for j in range(k)
         ]
@@ -293,6 +320,23 @@ class Player:
         self.failures_in_a_row += 1
         if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
             raise MtrankError(f"{message}; {self.failures_in_a_row} requests failed in a row")
+
+
+def conversion_delays(rng: np.random.Generator, k: int, mean_hours: float) -> np.ndarray:
+    """Seconds from click to conversion for k shown items, exponential with mean `mean_hours`
+    (all 0 for 0); always k draws, so the stream after them does not depend on the mean."""
+    return rng.exponential(1.0, size=k) * (mean_hours * 3600.0)
+
+
+def event_times(requested_at: float, converted: bool, delay_s: float) -> dict[str, str]:
+    """A feedback line's `time` (the request's, unix seconds in) and, for a conversion,
+    `conversion_time` (`delay_s` later), as ISO-8601 UTC strings."""
+    from training.ab import iso_time
+
+    times = {"time": iso_time(requested_at)}
+    if converted:
+        times["conversion_time"] = iso_time(requested_at + delay_s)
+    return times
 
 
 # ---- totals and progress ------------------------------------------------------------------------
