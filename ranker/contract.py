@@ -9,8 +9,12 @@ feature of the schema, named as the feature, shaped by `signature_input`:
     sequence      string  [batch, length]   padded with "" (`SEQUENCE_PAD`)
 
 and returns one float32 [batch] tensor per name of `outputs` (the schema's tasks, then its
-products). Missing values (`Feature.missing_value`): "" for a categorical (out of vocabulary), NaN
-for a numeric (the model fills in the feature's `default`), [] for a sequence. A sequence keeps its
+products). An export of `mtrank train` returns those scores calibrated (`ExportCalibration`) and
+also, under `raw_<name>` (`raw_output`), each output's score as the model computed it, before the
+negative-sampling correction and the calibrator; serving returns only `outputs`.
+
+Missing values (`Feature.missing_value`): "" for a categorical (out of vocabulary), NaN for a
+numeric (the model fills in the feature's `default`), [] for a sequence. A sequence keeps its
 first `max_length` non-empty elements, in order; the model reads no more than that.
 
 Training writes it (`training.export.write_version`); serving parses it (`serving.servable`) and
@@ -32,6 +36,12 @@ from ranker.schema import Feature, Schema
 SIGNATURE = "serving_default"
 METADATA_FILE = "metadata.json"
 SEQUENCE_PAD = ""
+RAW_PREFIX = "raw_"
+
+
+def raw_output(name: str) -> str:
+    """The signature's name for an output's score before correction and calibration."""
+    return f"{RAW_PREFIX}{name}"
 
 
 class ContractError(MtrankError):
@@ -79,6 +89,58 @@ def signature_inputs(schema: Schema) -> dict[str, SignatureInput]:
     return {feature.name: signature_input(feature) for feature in schema.features}
 
 
+class CalibrationStats(_Strict):
+    """One output's scores on one split: ECE (10 equal-frequency bins), calibration (mean score /
+    observed rate) and AUC; None where undefined (no positives)."""
+
+    ece: float | None
+    calibration: float | None
+    auc: float | None
+
+
+class CalibrationCheck(_Strict):
+    """An output's scores before (the model's raw score) and after (the exported score)."""
+
+    before: CalibrationStats
+    after: CalibrationStats
+
+
+class TaskCalibration(_Strict):
+    """How the export maps one output's raw score to the score it serves.
+
+    `isotonic`: linear interpolation through the knots (`x` score, `y` rate), flat beyond the
+    first and last; `platt`: sigmoid(a * logit(p) + b); `temperature`: sigmoid(logit(p) /
+    temperature); `none`: unchanged (`reason` says why when the method was another);
+    `product`: the product of its tasks' exported scores (`of`). `corrected`: the negative-
+    sampling correction is applied first. `rows` and `positives`: the validation rows fitted on.
+    """
+
+    method: Literal["isotonic", "platt", "temperature", "none", "product"]
+    reason: str | None = None
+    corrected: bool = False
+    rows: int | None = None
+    positives: int | None = None
+    knots: int | None = None
+    x: list[float] | None = None
+    y: list[float] | None = None
+    a: float | None = None
+    b: float | None = None
+    temperature: float | None = None
+    of: list[str] | None = None
+    val: CalibrationCheck | None = None
+    test: CalibrationCheck | None = None
+
+
+class ExportCalibration(_Strict):
+    """The calibration inside an export (`training.calibration`): the method asked for, the
+    negative-sampling rate of train.parquet (the task it corrects says `corrected`) and, per served
+    binary task and product, its `TaskCalibration`. Regression tasks are served as they are."""
+
+    method: str
+    negative_sampling_rate: float = Field(gt=0, le=1)
+    tasks: dict[str, TaskCalibration] = Field(default_factory=dict)
+
+
 class TrainingSummary(_Strict):
     """How an export was trained: the part of metadata.json that `mtrank train` fills in
     (`best_epoch` and `balancing` are absent from exports made before 2026-12-05)."""
@@ -98,6 +160,9 @@ class TrainingSummary(_Strict):
     # `mtrank train --init-from`: the export it started from, what it copied, and that export's
     # test metrics (training.warm_start.WarmStart); absent otherwise
     init_from: dict[str, Any] | None = None
+    # the calibrators the export applies and their figures before/after on val and test; absent
+    # from exports made before 2026-12-06
+    calibration: ExportCalibration | None = None
 
 
 class ExportMetadata(TrainingSummary):

@@ -1,6 +1,8 @@
 """Scoring a split with a model (Keras or a reloaded SavedModel) and computing its metrics.
 
-`mtrank train` (test metrics) and `mtrank evaluate` share this code, so the two agree.
+`mtrank train` (test metrics) and `mtrank evaluate` share this code, so the two agree. Where the
+scores include an output's raw score (`raw_<name>`, the export's score before correction and
+calibration), its metrics gain `raw: {ece, calibration, auc, logloss}` of the raw score.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ranker.contract import RAW_PREFIX, raw_output
 from ranker.keras_compat import tf
 from ranker.schema import Schema
 from training import metrics
@@ -52,7 +55,29 @@ def evaluate_file(
     """Per-output metrics of `score` on a labelled file, and the scores themselves."""
     dataset = make_dataset(path, schema, ReadOptions(batch_size=batch_size), tables=tables)
     scores, labels = score_dataset(score, dataset)
-    return metrics.evaluate(schema, scores, labels, user_ids(path, schema)), scores
+    return evaluate_scores(schema, scores, labels, user_ids(path, schema)), scores
+
+
+RAW_METRICS = ("ece", "calibration", "auc", "logloss")
+
+
+def evaluate_scores(
+    schema: Schema,
+    scores: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    users: np.ndarray | None = None,
+) -> dict[str, dict[str, Any]]:
+    """`metrics.evaluate` of the scores; a binary output whose raw score is among them too gets
+    `raw`: its raw score's ece, calibration, auc and logloss on the same rows."""
+    results: dict[str, dict[str, Any]] = dict(metrics.evaluate(schema, scores, labels, users))
+    raw = {name: scores[raw_output(name)] for name in scores if raw_output(name) in scores}
+    if not raw:
+        return results
+    before = metrics.evaluate(schema, {**scores, **raw}, labels)
+    for name, values in results.items():
+        if name in raw and "auc" in values:
+            values["raw"] = {key: before[name][key] for key in RAW_METRICS}
+    return results
 
 
 def user_ids(path: str | Path, schema: Schema) -> np.ndarray | None:
@@ -64,14 +89,22 @@ def user_ids(path: str | Path, schema: Schema) -> np.ndarray | None:
     return read_columns(path, [schema.keys.user])[schema.keys.user]
 
 
-def saved_model_scorer(path: str | Path) -> ScoreFn:
-    """The `serving_default` signature of an exported model, as a scoring function."""
+def saved_model_scorer(path: str | Path, raw: bool = False) -> ScoreFn:
+    """The `serving_default` signature of an exported model, as a scoring function: the scores it
+    serves, and with `raw` also the raw ones (`raw_<name>`) where the export has them."""
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
 
     def score(features: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
-        return signature(**features)
+        outputs = signature(**features)
+        if raw:
+            return outputs
+        return {k: v for k, v in outputs.items() if not _is_raw(k, outputs)}
 
     return score
+
+
+def _is_raw(name: str, outputs: Mapping[str, Any]) -> bool:
+    return name.startswith(RAW_PREFIX) and name.removeprefix(RAW_PREFIX) in outputs
 
 
 def keras_scorer(model: Any) -> ScoreFn:

@@ -2,8 +2,11 @@
 
 The `serving_default` signature takes one tensor per raw feature and returns one 1-D `float32`
 tensor per task and product, as `ranker.contract` (the export contract) says; metadata.json beside
-it is that contract's `ExportMetadata`. Only the model's variables are saved (no optimizer slots),
-and the result loads with plain TensorFlow: no mtrank, no TFRS.
+it is that contract's `ExportMetadata`. With a calibration (`training.calibration`, what `mtrank
+train` fits on the validation split), those scores are the calibrated ones and the model's own
+scores come beside them as `raw_<name>`; the calibrator is float32 constants in the traced
+function. Only the model's variables are saved (no optimizer slots), and the result loads with
+plain TensorFlow: no mtrank, no TFRS.
 """
 
 from __future__ import annotations
@@ -15,11 +18,19 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ranker.contract import SIGNATURE, ExportMetadata, TrainingSummary, signature_inputs
+from ranker.contract import (
+    SIGNATURE,
+    ExportCalibration,
+    ExportMetadata,
+    TrainingSummary,
+    raw_output,
+    signature_inputs,
+)
 from ranker.errors import MtrankError
 from ranker.keras_compat import tf
 from ranker.model import RankingModel
 from ranker.schema import Schema
+from training.calibration import export_outputs
 
 
 def signature_specs(schema: Schema) -> dict[str, tf.TensorSpec]:
@@ -38,13 +49,25 @@ class _Servable(tf.Module):
         self.layers = model.inference_layers()
 
 
-def export_saved_model(model: RankingModel, path: str | Path) -> Path:
-    """Writes the SavedModel to `path` (a new or empty directory) and returns it."""
+def export_saved_model(
+    model: RankingModel, path: str | Path, calibration: ExportCalibration | None = None
+) -> Path:
+    """Writes the SavedModel to `path` (a new or empty directory) and returns it; with a
+    `calibration`, the signature returns the calibrated scores and the raw ones (`raw_<name>`)."""
     path = Path(path)
-    output_names = list(model.schema.output_names)
+    schema = model.schema
+    output_names = list(schema.output_names)
+    clashes = [name for name in output_names if raw_output(name) in output_names]
+    if calibration is not None and clashes:
+        raise MtrankError(
+            f"schema: output {raw_output(clashes[0])!r} has the name the export gives the raw "
+            f"score of {clashes[0]!r}; rename it"
+        )
 
     def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         scores = model(features, training=False)
+        if calibration is not None:
+            return export_outputs(calibration, schema, scores)
         return {name: tf.cast(scores[name], tf.float32) for name in output_names}
 
     signature = tf.function(serve, input_signature=[signature_specs(model.schema)])
@@ -107,7 +130,7 @@ def write_version(
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
     try:
-        export_saved_model(model, staging / "model")
+        export_saved_model(model, staging / "model", training.calibration)
         if not is_chief:
             return 0, staging
         version = next_version(model_dir)
@@ -121,7 +144,9 @@ def write_version(
             signature=SIGNATURE,
             data_fingerprint=fingerprint(data_files),
             versions=_versions(),
-            **training.model_dump(),
+            # the calibration as fitted: only the fields its method has, no nulls for the others
+            **training.model_dump(exclude={"calibration"}),
+            calibration=training.calibration,
         )
         metadata.write(staging / "model")
         target = model_dir / str(version)

@@ -1,8 +1,9 @@
 """The batch training job behind `mtrank train`: read, fit with early stopping, evaluate, export.
 
     DIR/train.parquet --fit--> model <--early stopping-- DIR/val.parquet
-    model --evaluate--> test metrics (DIR/test.parquet)
-    model --export--> MODELS/NAME/VERSION/{saved_model.pb, variables/, metadata.json}
+    model scores on DIR/val.parquet --fit--> per-task calibrators (training.calibration)
+    model + calibrators --evaluate--> test metrics (DIR/test.parquet) of the exported scores
+    model + calibrators --export--> MODELS/NAME/VERSION/{saved_model.pb, variables/, metadata.json}
 
 Checkpoints: `BackupAndRestore` saves the run's state after every epoch under
 `MODELS/.runs/NAME/`; a killed job started again with `resume=True` continues from the last
@@ -24,11 +25,12 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ranker import balancing, registry
-from ranker.contract import TrainingSummary
+from ranker.contract import ExportCalibration, TrainingSummary
 from ranker.errors import ConfigError, MtrankError
 from ranker.keras_compat import keras, tf
 from ranker.model import RankingModel, log_names
 from ranker.schema import Schema
+from training import calibration
 from training.config import TrainConfig
 from training.data import (
     EntityTables,
@@ -38,9 +40,16 @@ from training.data import (
     reader_errors,
 )
 from training.distribute import Placement, placement_from_environment, set_precision
-from training.evaluation import evaluate_file, json_safe, keras_scorer
+from training.evaluation import (
+    evaluate_file,
+    evaluate_scores,
+    json_safe,
+    keras_scorer,
+    score_dataset,
+)
 from training.export import write_version
 from training.memory import estimated_bytes, memory_dataset
+from training.negative_sampling import root_task
 from training.task_balance import BalancingMonitor, balancing_summary
 from training.warm_start import WarmStart, warm_start
 
@@ -104,12 +113,14 @@ def train(
     verbose: bool = True,
     init_from: Path | None = None,
 ) -> TrainResult:
-    """Trains `architecture` on DIR/train, stops early on DIR/val, evaluates on DIR/test, exports.
+    """Trains `architecture` on DIR/train, stops early on DIR/val, fits the export's calibrators on
+    DIR/val, evaluates the calibrated scores on DIR/test, exports.
 
-    The weights `fit` ends with are saved under MODELS/.runs/NAME/trained/ before evaluation; if
-    evaluation or export then fails, a `TrainingKept` error says so in one line and `resume=True`
-    finishes the job from those weights without training again. `init_from` (an export, MODELS/NAME
-    or MODELS/NAME/VERSION) starts the model from its weights (`training.warm_start`).
+    The weights `fit` ends with are saved under MODELS/.runs/NAME/trained/ before calibration; if
+    calibration, evaluation or export then fails, a `TrainingKept` error says so in one line and
+    `resume=True` finishes the job from those weights without training again. `init_from` (an
+    export, MODELS/NAME or MODELS/NAME/VERSION) starts the model from its weights
+    (`training.warm_start`).
     """
     started = time.perf_counter()
     data_dir, models_dir = Path(data_dir), Path(models_dir)
@@ -122,6 +133,11 @@ def train(
     name = name or architecture
     schema = Schema.load(data_dir / "schema.yaml")
     _check_monitor(config, schema, architecture)
+    if config.negative_sampling_rate < 1.0 and root_task(schema) is None:
+        raise ConfigError(
+            f"negative_sampling_rate: {config.negative_sampling_rate} needs a served binary task "
+            "without a condition (whose negatives were sampled); the schema has none"
+        )
     paths = {split: find_split(data_dir, split) for split in SPLITS}
     run_dir = models_dir / ".runs" / name
     kept = KeptRun(run_dir / "trained")
@@ -176,7 +192,10 @@ def train(
         model.load_weights(kept.weights).expect_partial()
 
     try:
-        test, test_scores = evaluate_file(schema, keras_scorer(model), paths["test"], tables=tables)
+        fitted = _calibrate(model, schema, config, paths["val"], tables, verbose)
+        scorer = calibration.calibrated_scorer(keras_scorer(model), fitted, schema)
+        test, test_scores = evaluate_file(schema, scorer, paths["test"], tables=tables)
+        fitted = calibration.checked(fitted, "test", test)
         if any(t.type == "binary" for t in schema.tasks) and not any(
             "gauc" in v for v in test.values()
         ):
@@ -196,6 +215,7 @@ def train(
             epochs_run=finished.epochs_run,
             best_epoch=finished.best_epoch,
             balancing=balancing_summary(config.loss_weighting, finished.history),
+            calibration=fitted,
             **({} if warm is None else {"init_from": warm.to_json()}),
         )
         version, path = write_version(
@@ -264,8 +284,31 @@ def _fit(
     )
 
 
+def _calibrate(
+    model: RankingModel,
+    schema: Schema,
+    config: TrainConfig,
+    val_path: Path,
+    tables: EntityTables | None,
+    verbose: bool,
+) -> ExportCalibration:
+    """The export's calibrators fitted on the model's validation scores, with their validation
+    figures; a task left uncalibrated is said on stderr even with `verbose` off."""
+    with reader_errors():
+        dataset = make_dataset(val_path, schema, ReadOptions(batch_size=8192), tables=tables)
+    raw, labels = score_dataset(keras_scorer(model), dataset)
+    fitted = calibration.fit(schema, config, raw, labels)
+    exported = calibration.export_outputs(fitted, schema, raw)
+    scores = {name: value.numpy() for name, value in exported.items()}
+    fitted = calibration.checked(fitted, "val", evaluate_scores(schema, scores, labels))
+    for name, line in calibration.describe(fitted).items():
+        _say(verbose or fitted.tasks[name].reason is not None, line)
+    return fitted
+
+
 class TrainingKept(MtrankError):
-    """Evaluation or export failed after `fit`; the trained weights are on disk for `--resume`."""
+    """Calibration, evaluation or export failed after `fit`; the trained weights are on disk for
+    `--resume`."""
 
     def __init__(self, problem: str, kept: Path) -> None:
         super().__init__(

@@ -275,3 +275,26 @@ def test_an_attention_schema_trains_exports_and_serves_the_keras_scores(
     served, _ = score_dataset(saved_model_scorer(result.path), dataset)
     for name in schema.output_names:
         np.testing.assert_allclose(served[name], result.test_scores[name], atol=1e-5)
+
+
+def test_train_exports_calibrated_scores_with_the_raw_ones_beside_them(trained: dict) -> None:
+    result = trained["result"]
+    metadata = json.loads((result.path / "metadata.json").read_text())
+    calibration = metadata["calibration"]
+    assert calibration["method"] == "isotonic" and calibration["negative_sampling_rate"] == 1.0
+    assert set(calibration["tasks"]) == {"ctr", "cvr", "ctcvr"}
+    assert not calibration["tasks"]["ctr"]["corrected"]
+    for split in ("val", "test"):
+        assert set(calibration["tasks"]["ctr"][split]) == {"before", "after"}
+    # test metrics are the exported scores'; the raw scores' sit beside them
+    assert metadata["test_metrics"]["ctr"]["ece"] == pytest.approx(result.test["ctr"]["ece"])
+    assert set(result.test["ctr"]["raw"]) == {"ece", "calibration", "auc", "logloss"}
+    signature = tf.saved_model.load(str(result.path)).signatures["serving_default"]
+    assert set(signature.structured_outputs) == {
+        "ctr",
+        "cvr",
+        "ctcvr",
+        "raw_ctr",
+        "raw_cvr",
+        "raw_ctcvr",
+    }

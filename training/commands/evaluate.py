@@ -1,7 +1,10 @@
 """`mtrank evaluate --model PATH --data FILE`: score a labelled file with an exported model.
 
 PATH is MODELS/NAME (its latest version) or MODELS/NAME/VERSION. The LAST stdout line is
-{TASK: {"auc": .., "logloss": .., "count": .., ...}, ...}.
+{TASK: {"auc": .., "logloss": .., "count": .., "ece": .., "calibration": .., ...}, ...}: the
+served scores' figures. An export with raw scores (`raw_<name>`, before calibration: every one
+`mtrank train` makes since 2026-12-06) adds per binary output `"raw": {"ece", "calibration",
+"auc", "logloss"}`.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     schema = metadata.model_schema(source=str(version / METADATA_FILE))
     results, _ = evaluate_file(
-        schema, saved_model_scorer(version), args.data, batch_size=args.batch_size
+        schema, saved_model_scorer(version, raw=True), args.data, batch_size=args.batch_size
     )
     print(json.dumps(json_safe(results)))
     return 0

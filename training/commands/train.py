@@ -2,7 +2,8 @@
 
 The LAST stdout line is one JSON object:
 {"model": NAME, "version": V, "path": "...", "test": {TASK: {"auc": .., "logloss": .., ...}}}
-Progress and per-epoch metrics go to stderr.
+The test figures are the exported (calibrated) scores'; each binary output's `raw` holds its raw
+score's ece, calibration, auc and logloss. Progress and per-epoch metrics go to stderr.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start from this export's weights (same architecture, hyperparameters and features; "
         "tasks may be added: their towers start fresh)",
     )
+    parser.add_argument(
+        "--negative-sampling-rate",
+        type=float,
+        metavar="R",
+        help="train.parquet kept the root task's negatives (click=0 rows for ctr) with "
+        "probability R, 0 < R <= 1 (val and test did not); the export corrects that task's score "
+        "(default 1: not sampled)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -75,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         mixed_precision=True if args.mixed_precision else None,
+        negative_sampling_rate=args.negative_sampling_rate,
     )
     if not (args.data / "schema.yaml").exists():
         raise ConfigError(
