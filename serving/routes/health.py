@@ -1,8 +1,14 @@
-"""`GET /livez` (the process answers) and `GET /readyz` (models warmed; store up or degraded)."""
+"""`GET /livez` (the process answers) and `GET /readyz` (models warmed; store up or degraded).
+
+/livez also says which process answered (extensions): `pid`, and `worker`, its number K under
+`mtrank serve --workers N` (whose exposure log is FILE.wK), null in a single process.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import os
+
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from serving.deps import FeaturesDep, ManagerDep
@@ -12,8 +18,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/livez")
-async def livez() -> dict[str, str]:
-    return {"status": "ok"}
+async def livez(request: Request) -> dict[str, str | int | None]:
+    worker = request.app.state.worker
+    return {"status": "ok", "pid": os.getpid(), "worker": None if worker is None else worker.index}
 
 
 @router.get("/readyz", response_model=ReadyResponse)

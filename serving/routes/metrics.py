@@ -1,9 +1,10 @@
-"""`GET /metrics`: the app's Prometheus registry in the text exposition format."""
+"""`GET /metrics`: the Prometheus text exposition format of the app's metrics (with
+`--workers N`, of all the workers: `serving.metrics`)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving.deps import MetricsDep
 
@@ -12,4 +13,4 @@ router = APIRouter(tags=["health"])
 
 @router.get("/metrics")
 async def metrics(collectors: MetricsDep) -> Response:
-    return Response(generate_latest(collectors.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(collectors.exposition(), media_type=CONTENT_TYPE_LATEST)

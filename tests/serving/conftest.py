@@ -64,12 +64,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(models: Path, *flags: str | Path) -> Iterator[str]:
+def served(models: Path, *flags: str | Path, workers: int = 1) -> Iterator[str]:
     """`mtrank serve --models MODELS FLAGS` on a free port until the block ends: yields its URL
-    once /readyz answers 200, then stops it with Ctrl-C and checks that it exited cleanly (so
-    the exposure log is complete when the block is over)."""
+    once /readyz answers 200 (with `workers` > 1: `--workers N`, and once N different processes
+    answered /livez), then stops it with Ctrl-C and checks that it exited cleanly (so the
+    exposure log is complete when the block is over)."""
     import httpx
 
+    if workers > 1:
+        flags = ("--workers", str(workers), *flags)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("MTRANK_")}
     server = subprocess.Popen(
@@ -87,6 +90,13 @@ def served(models: Path, *flags: str | Path) -> Iterator[str]:
                     break
             assert time.monotonic() < deadline, "the server never became ready"
             time.sleep(0.2)
+        pids: set[int] = set()
+        while len(pids) < workers:  # each request on a new connection: any worker may take it
+            assert server.poll() is None, server.communicate()[1][-3000:]
+            with contextlib.suppress(httpx.TransportError):
+                pids.add(httpx.get(f"{url}/livez", timeout=2).json()["pid"])
+            assert time.monotonic() < deadline, f"only {len(pids)} workers ever answered"
+            time.sleep(0.05)
         yield url
     finally:
         server.send_signal(signal.SIGINT)

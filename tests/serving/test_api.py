@@ -7,6 +7,7 @@ raw features. Bad input: every case is a 4xx naming the field, never a 5xx.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -159,7 +160,7 @@ def test_model_status_endpoints(client: TestClient) -> None:
 
 
 def test_health_endpoints(client: TestClient) -> None:
-    assert client.get("/livez").json() == {"status": "ok"}
+    assert client.get("/livez").json() == {"status": "ok", "pid": os.getpid(), "worker": None}
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {

@@ -36,7 +36,9 @@ def test_a_model_trains_on_served_features_and_they_reproduce_the_served_scores(
         assert done.returncode == 0, done.stderr[-3000:]
 
     data = tmp_path / "logdata"
-    done = cli("logs", "to-dataset", "--exposures", exposures, "--feedback", feedback, "--out", data)
+    done = cli(
+        "logs", "to-dataset", "--exposures", exposures, "--feedback", feedback, "--out", data
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     tables = {split: pq.read_table(data / f"{split}.parquet") for split in ("train", "val", "test")}
