@@ -553,9 +553,7 @@ def print_workers_row(row: dict[str, Any], header: bool) -> None:
         ("raw_model_p50_ms", 16), ("target_rps", 10), ("rps_of_target", 13),
         ("meets_target", 12), ("non_200", 7), ("degraded", 8), ("wrong_answers", 13),
     ]  # fmt: skip
-    if header:
-        print(" ".join(name.rjust(width) for name, width in columns))
-    print(" ".join(str(row[name]).rjust(width) for name, width in columns), flush=True)
+    print_columns(row, columns, header)
 
 
 def print_row(row: dict[str, Any], header: bool) -> None:
@@ -564,6 +562,11 @@ def print_row(row: dict[str, Any], header: bool) -> None:
         ("rps", 7), ("raw_model_p50_ms", 16), ("raw_model_numpy_p50_ms", 22),
         ("overhead_p50_ratio", 18), ("non_200", 7), ("degraded", 8), ("wrong_answers", 13),
     ]  # fmt: skip
+    print_columns(row, columns, header)
+
+
+def print_columns(row: dict[str, Any], columns: list[tuple[str, int]], header: bool) -> None:
+    """One row of a right-aligned table (and its header first, if asked)."""
     if header:
         print(" ".join(name.rjust(width) for name, width in columns))
     print(" ".join(str(row[name]).rjust(width) for name, width in columns), flush=True)
