@@ -452,7 +452,12 @@ def _dense(gradient: Any) -> Any:
     into its moments and then updates the whole table, moments and weights, anyway: a dense
     gradient does the same update with less work. On the wide table of benchmarks/datasets.py (a
     profile of MMoE's step at batch 1024) Adam's ops went from about 11 ms a step to about 2.
+
+    Not under ParameterServerStrategy: there the gradient travels from the worker to the
+    parameter server that holds the table, and only its rows should travel.
     """
-    if isinstance(gradient, tf.IndexedSlices):
+    if isinstance(gradient, tf.IndexedSlices) and not isinstance(
+        tf.distribute.get_strategy(), tf.distribute.ParameterServerStrategy
+    ):
         return tf.convert_to_tensor(gradient)
     return gradient

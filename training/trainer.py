@@ -30,7 +30,7 @@ from ranker.errors import ConfigError, MtrankError
 from ranker.keras_compat import keras, tf
 from ranker.model import RankingModel, log_names
 from ranker.schema import Schema
-from training import calibration
+from training import calibration, parameter_servers
 from training.config import TrainConfig
 from training.data import (
     EntityTables,
@@ -122,6 +122,8 @@ def train(
     export, MODELS/NAME or MODELS/NAME/VERSION) starts the model from its weights
     (`training.warm_start`).
     """
+    if parameter_servers.is_server_task():  # a ps or worker task: the chief trains
+        parameter_servers.serve()
     started = time.perf_counter()
     data_dir, models_dir = Path(data_dir), Path(models_dir)
     if config.architecture is not None and config.architecture != architecture:
@@ -161,21 +163,30 @@ def train(
     tables = _entity_tables(data_dir, schema, paths["train"])
     with reader_errors():  # a test split that cannot be read fails now, not after training
         make_dataset(paths["test"], schema, ReadOptions(), tables=tables)
-    # a worker's shard has no length Keras could loop over: one step per call there
-    steps = config.steps_per_execution if placement.num_workers == 1 else 1
+    # a worker's shard has no length Keras could loop over: one step per call there (a
+    # parameter-server worker's reader repeats: its steps are counted by the chief)
+    steps = config.steps_per_execution
+    if placement.num_workers > 1 and not placement.parameter_servers:
+        steps = 1
     with placement.strategy.scope():
         model = build_model(schema, architecture, config, steps)
+    if placement.parameter_servers and finished is None:
+        note = parameter_servers.whole_table_costs(config, model.hparams.embedding_l2)
+        _say(verbose and note is not None, note or "")
     head_options = ReadOptions(batch_size=config.adapt_rows, labels=False)
     with reader_errors():
         head = next(iter(make_dataset(paths["train"], schema, head_options, tables=tables)))
     with placement.strategy.scope():
         model.adapt([head])
-        model(head)  # builds every layer, so BackupAndRestore can restore a killed run into it
+        # builds every layer, so BackupAndRestore can restore a killed run into it (traced under
+        # parameter servers, where an eager call copies every table into the chief's memory)
+        (tf.function(model) if placement.parameter_servers else model)(head)
     warm = None
     if init_from is not None and finished is None:
         with placement.strategy.scope():
             warm = warm_start(model, init_from, head)
         _say(verbose, warm.describe())
+    example = {name: value[:1] for name, value in head.items()}  # builds the chief's copy
     del head
 
     if finished is None:
@@ -190,6 +201,11 @@ def train(
             _save_elsewhere(model, finished)
     else:
         model.load_weights(kept.weights).expect_partial()
+    trained = model
+    if placement.parameter_servers:
+        # the chief's copy with whole tables (a SavedModel traced through a table's shards does
+        # not load right): calibrated, evaluated and exported without reading the servers
+        model = _chief_copy(schema, architecture, config, example, kept)
 
     try:
         fitted = _calibrate(model, schema, config, paths["val"], tables, verbose)
@@ -235,7 +251,7 @@ def train(
         finished.history,
         time.perf_counter() - started,
         test_scores,
-        model,
+        trained,
         finished.epoch_seconds,
         finished.epoch_examples,
         warm,
@@ -252,19 +268,38 @@ def _fit(
     run_dir: Path,
     verbose: bool,
 ) -> FitOutcome:
-    """`model.fit` with early stopping (restoring the best epoch) and per-epoch backups."""
-    train_data = _dataset(paths["train"], schema, config, placement, tables, shuffle=True)
-    val_data = _dataset(paths["val"], schema, config, placement, tables, shuffle=False)
-    # one fixed training batch for the per-epoch gradient cosines (single worker: a worker's
-    # shard cannot be read outside the strategy's own iteration)
-    probe = next(iter(train_data)) if placement.num_workers == 1 else None
-    callbacks = [BalancingMonitor(probe), *_callbacks(config, run_dir, verbose)]
+    """`model.fit` with early stopping (restoring the best epoch) and per-epoch backups.
+
+    Under parameter servers (`training.parameter_servers`) the workers read repeating copies of
+    the training split for `steps_per_epoch` steps an epoch, and the chief validates."""
+    if placement.parameter_servers:
+        chief = Placement(tf.distribute.get_strategy(), "chief")  # the chief reads val itself
+        val_data = _dataset(paths["val"], schema, config, chief, tables, shuffle=False)
+        coordinated = parameter_servers.coordinated_inputs(paths, schema, config, tables, val_data)
+        train_data: Any = coordinated.train
+        keras_validation, steps_per_epoch = None, coordinated.steps_per_epoch
+        chief_validation: list[keras.callbacks.Callback] = [coordinated.validation]
+        probe = None  # the cosines' tape would run on the chief, reading every shard
+    else:
+        train_data = _dataset(paths["train"], schema, config, placement, tables, shuffle=True)
+        keras_validation = _dataset(paths["val"], schema, config, placement, tables, shuffle=False)
+        steps_per_epoch, chief_validation = None, []
+        # one fixed training batch for the per-epoch gradient cosines (single worker: a worker's
+        # shard cannot be read outside the strategy's own iteration)
+        probe = next(iter(train_data)) if placement.num_workers == 1 else None
+    callbacks = [
+        *chief_validation,  # first: early stopping reads the val_ logs it adds
+        BalancingMonitor(probe),
+        *_callbacks(config, run_dir, verbose),
+    ]
     progress = next(c for c in callbacks if isinstance(c, Progress))
+    progress.validation = next(iter(chief_validation), None)
     stopping = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
     with reader_errors():
         history = model.fit(
             train_data,
-            validation_data=val_data,
+            validation_data=keras_validation,
+            steps_per_epoch=steps_per_epoch,
             epochs=config.epochs,
             callbacks=callbacks,
             verbose=0,
@@ -282,6 +317,23 @@ def _fit(
         epoch_seconds=list(progress.epoch_seconds),
         epoch_examples=examples,
     )
+
+
+def _chief_copy(
+    schema: Schema,
+    architecture: str,
+    config: TrainConfig,
+    example: dict[str, tf.Tensor],
+    kept: KeptRun,
+) -> RankingModel:
+    """The trained model again, its variables whole and held by this process: the same layers
+    built on `example`, the weights `kept` saved (a checkpoint stores a sharded table as slices
+    of the whole, and restores them into one variable)."""
+    copy = build_model(schema, architecture, config)
+    copy(example)
+    # every variable of the copy restored; the optimizer's slots in the checkpoint are left
+    copy.load_weights(kept.weights).assert_existing_objects_matched().expect_partial()
+    return copy
 
 
 def _calibrate(
@@ -515,6 +567,9 @@ class Progress(keras.callbacks.Callback):
         # the training steps' wall time of each epoch (validation excluded) and its step count
         self.epoch_seconds: list[float] = []
         self.epoch_steps: list[int] = []
+        # under parameter servers a batch hook fires when its step is scheduled, not run: the
+        # epoch's steps have all run when the chief's validation begins
+        self.validation: parameter_servers.ChiefValidation | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch, self.started = epoch, time.perf_counter()
@@ -524,7 +579,8 @@ class Progress(keras.callbacks.Callback):
         self.last_batch, self.last_step_end = batch, time.perf_counter()
         if self.enabled and batch % self.every == 0 and sys.stderr.isatty():
             rate = (batch + 1) * self.batch_size / max(time.perf_counter() - self.started, 1e-9)
-            loss = float((logs or {}).get("loss", float("nan")))
+            value = (logs or {}).get("loss")  # a RemoteValue under parameter servers
+            loss = float(value) if isinstance(value, tf.Tensor | float) else float("nan")
             print(
                 f"\repoch {self.epoch + 1}/{self.epochs}  step {batch + 1}  loss {loss:.4f}  "
                 f"{rate / 1000:.1f}k examples/s",
@@ -533,7 +589,8 @@ class Progress(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch_seconds.append(self.last_step_end - self.started)
+        steps_end = self.last_step_end if self.validation is None else self.validation.began
+        self.epoch_seconds.append(steps_end - self.started)
         self.epoch_steps.append(self.last_batch + 1)
         if not self.enabled:
             return

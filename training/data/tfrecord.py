@@ -87,7 +87,8 @@ def _check_tfrecord(path: Path, schema: Schema, labels: Sequence[str]) -> None:
     """Up-front checks from the first record: the file is not empty and holds every column."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
-    first = next(iter(tf.data.TFRecordDataset(str(path)).take(1)), None)
+    with tf.init_scope():  # eager also where the dataset function is traced (parameter servers)
+        first = next(iter(tf.data.TFRecordDataset(str(path)).take(1)), None)
     if first is None:
         raise DataError(f"{path}: the file has no rows")
     example = tf.train.Example.FromString(first.numpy())
