@@ -111,6 +111,19 @@ def server(models: Path, store_args: list[str], *flags: str, **env: str) -> Iter
         Path(log.name).unlink(missing_ok=True)
 
 
+@contextmanager
+def store_choices(data: Path) -> Iterator[tuple[RedisServer, dict[str, list[str]]]]:
+    """A redis-server holding DATA's users and items (killed when the block ends), and the
+    `mtrank serve` flags of each store to compare: {"embedded": [...], "redis": [...]}."""
+    redis = RedisServer()
+    redis.start()
+    try:
+        mtrank("features", "materialize", "--data", data, "--redis", redis.url)
+        yield redis, {"embedded": ["--store", str(data)], "redis": ["--redis", redis.url]}
+    finally:
+        redis.kill()
+
+
 def ready(port: int) -> bool:
     try:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
@@ -373,11 +386,7 @@ def main() -> int:
     raw_model = RawModel(models)
     raw: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
-    redis = RedisServer()
-    redis.start()
-    try:
-        mtrank("features", "materialize", "--data", data, "--redis", redis.url)
-        stores = {"embedded": ["--store", str(data)], "redis": ["--redis", redis.url]}
+    with store_choices(data) as (redis, stores):
         for store, store_args in stores.items():
             with server(models, store_args, **env) as port:
                 for candidates in (100, 500):
@@ -400,8 +409,6 @@ def main() -> int:
                         }
                         rows.append(row)
                         print_row(row, header=len(rows) == 1)
-    finally:
-        redis.kill()
     report = {
         "benchmark": "serve_latency",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -441,11 +448,7 @@ def compare_workers(
     bodies = request_bodies(data, CANDIDATES, args.requests + args.warmup)
     rows: list[dict[str, Any]] = []
     raw: list[dict[str, Any]] = []
-    redis = RedisServer()
-    redis.start()
-    try:
-        mtrank("features", "materialize", "--data", data, "--redis", redis.url)
-        stores = {"embedded": ["--store", str(data)], "redis": ["--redis", redis.url]}
+    with store_choices(data) as (redis, stores):
         for store, store_args in stores.items():
             with ExitStack() as stack:
                 ports = {
@@ -476,8 +479,6 @@ def compare_workers(
                     row = workers_row(store, n, turns[n], p50, cores)
                     rows.append(row)
                     print_workers_row(row, header=len(rows) == 1)
-    finally:
-        redis.kill()
     return {
         "benchmark": "serve_latency --workers",
         "machine": {"cpus": cores, "python": platform.python_version()},

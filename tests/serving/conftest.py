@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,13 +49,40 @@ def without_redis_url() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
 
 
+def service_env() -> dict[str, str]:
+    """The environment minus REDIS_URL and every MTRANK_* setting: a subprocess gets only the
+    store and settings its flags give it."""
+    return {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("MTRANK_")}
+
+
 def cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`mtrank ARGS` in a subprocess without REDIS_URL or MTRANK_* settings; its result."""
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("MTRANK_")}
+    """`mtrank ARGS` in a subprocess (`service_env`); its result."""
     return subprocess.run(
         [sys.executable, "-m", "training.cli", *map(str, args)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT, env=service_env(), capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+def logged_service_settings(
+    models: Path, store: tuple[str, str], tmp_path: Path, **extra: Any
+) -> Any:
+    """Settings of an in-process service on the session Redis `store` (url, namespace) that logs
+    exposures to TMP/exposures.jsonl: no polling, no access log, a 5 s store timeout (a busy
+    test machine); `extra` adds or overrides fields (experiments, policies, log_features, ...)."""
+    from serving.settings import Settings
+
+    url, namespace = store
+    given: dict[str, Any] = {
+        "models_dir": models,
+        "redis_url": url,
+        "store_namespace": namespace,
+        "store_timeout_s": 5.0,
+        "poll_interval_s": 0,
+        "exposure_log": tmp_path / "exposures.jsonl",
+        "access_log": False,
+        "gc_freeze": False,
+    }
+    return Settings(**{**given, **extra})
 
 
 def free_port() -> int:
@@ -74,11 +102,10 @@ def served(models: Path, *flags: str | Path, workers: int = 1) -> Iterator[str]:
     if workers > 1:
         flags = ("--workers", str(workers), *flags)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("MTRANK_")}
     server = subprocess.Popen(
         [sys.executable, "-m", "training.cli", "serve", "--models", str(models),
          "--port", str(port), "--poll-interval", "0", "--log-level", "warning", *map(str, flags)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=service_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

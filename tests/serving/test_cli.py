@@ -4,9 +4,7 @@ answers over HTTP from the embedded store and writes JSON access logs."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,26 +14,21 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.serving.conftest import free_port, service_env
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def serve(*args: str | Path, **kwargs: Any) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("MTRANK_")}
     return subprocess.Popen(
         [sys.executable, "-m", "training.cli", "serve", *map(str, args)],
         cwd=ROOT,
-        env=env,
+        env=service_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         **kwargs,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize(

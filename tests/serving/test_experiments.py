@@ -25,6 +25,7 @@ from serving.app import create_app
 from serving.experiments import BUCKETS, ExperimentsError, ExperimentsFile, bucket
 from serving.exposure import ExposureLog
 from serving.settings import Settings
+from tests.serving.conftest import logged_service_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS = ["i3", "i1", "i4", "i59"]
@@ -156,22 +157,12 @@ def ab_models(export: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def ab_settings(models: Path, store: tuple[str, str], tmp_path: Path, **extra: Any) -> Settings:
-    url, namespace = store
     experiments = tmp_path / "experiments.yaml"
     if not experiments.exists():
         experiments.write_text(EXPERIMENTS)
-    given: dict[str, Any] = {
-        "models_dir": models,
-        "redis_url": url,
-        "store_namespace": namespace,
-        "store_timeout_s": 5.0,
-        "poll_interval_s": 0,
-        "experiments": experiments,
-        "exposure_log": tmp_path / "exposures.jsonl",
-        "access_log": False,
-        "gc_freeze": False,
-    }
-    return Settings(**{**given, **extra})
+    given = {"experiments": experiments, **extra}
+    settings: Settings = logged_service_settings(models, store, tmp_path, **given)
+    return settings
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from serving.exposure.writer import rotated_name
 from serving.policies import PolicySet
 from serving.servable import Servable
 from serving.settings import Settings
+from tests.serving.conftest import logged_service_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS = [f"i{k}" for k in range(40, 70)] + ["nope"]  # 31 candidates, one the store lacks
@@ -43,21 +44,10 @@ ROTATED = re.compile(r"^exposures\.jsonl\.\d{8}T\d{6}Z(-\d+)?$")
 
 
 def settings(export: Any, store: tuple[str, str], tmp_path: Path, **extra: Any) -> Settings:
-    url, namespace = store
     (tmp_path / "pol.yaml").write_text(POLICIES)
-    given: dict[str, Any] = {
-        "models_dir": export.models,
-        "redis_url": url,
-        "store_namespace": namespace,
-        "store_timeout_s": 5.0,
-        "poll_interval_s": 0,
-        "policies": tmp_path / "pol.yaml",
-        "exposure_log": tmp_path / "exposures.jsonl",
-        "log_features": True,
-        "access_log": False,
-        "gc_freeze": False,
-    }
-    return Settings(**{**given, **extra})
+    given = {"policies": tmp_path / "pol.yaml", "log_features": True, **extra}
+    settings: Settings = logged_service_settings(export.models, store, tmp_path, **given)
+    return settings
 
 
 def rank(client: TestClient, user: str, **body: Any) -> Any:

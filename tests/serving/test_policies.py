@@ -22,6 +22,7 @@ from serving.app import create_app
 from serving.experiments import ExperimentsError, ExperimentsFile
 from serving.policies import PoliciesError, Policy, PolicySet, Term, top_rows
 from serving.settings import Settings
+from tests.serving.conftest import logged_service_settings
 from training.cli import main
 
 ITEMS = [f"i{k}" for k in range(3, 23)]  # 20 candidates
@@ -199,21 +200,11 @@ def _yaml(text: str) -> Any:
 
 
 def settings(models: Path, store: tuple[str, str], tmp_path: Path, **extra: Any) -> Settings:
-    url, namespace = store
-    given: dict[str, Any] = {
-        "models_dir": models,
-        "redis_url": url,
-        "store_namespace": namespace,
-        "store_timeout_s": 5.0,
-        "poll_interval_s": 0,
-        "policies": tmp_path / "pol.yaml",
-        "exposure_log": tmp_path / "exposures.jsonl",
-        "access_log": False,
-        "gc_freeze": False,
-    }
     if not (tmp_path / "pol.yaml").exists():
         (tmp_path / "pol.yaml").write_text(POLICIES)
-    return Settings(**{**given, **extra})
+    given = {"policies": tmp_path / "pol.yaml", **extra}
+    settings: Settings = logged_service_settings(models, store, tmp_path, **given)
+    return settings
 
 
 @pytest.fixture
