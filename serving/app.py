@@ -4,8 +4,8 @@ At startup the lifespan sizes TensorFlow's thread pools (`tf_threads`, before Te
 anything), loads and warms the latest version of every model (`ModelManager`),
 checks the experiments file against the loaded models, loads the ranking policies and checks
 them (the default, and each variant's) against the models, starts the exposure log's writer thread,
-opens the online store (`FeatureSource`), starts the thread pool that calls the models and the
-task that polls for new versions (and for edits of the policies file), then freezes the garbage collector's view of everything
+opens the online store (`FeatureSource`), starts the thread pool that calls the models
+(`ModelCalls`: concurrent requests of a busy model are scored in one call) and the task that polls for new versions (and for edits of the policies file), then freezes the garbage collector's view of everything
 loaded so far (`gc.freeze()`: full collections stop walking the model graphs, which otherwise
 adds tens of milliseconds to the latency tail). At shutdown it stops them again, first waiting
 for shadow scorings and writing every queued exposure. Nothing happens at import or in
@@ -37,11 +37,13 @@ from serving.feature_source import FeatureSource
 from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.middleware import ServiceMiddleware
+from serving.model_call import ModelCalls
 from serving.model_router import ExperimentRouter, ModelRouter
 from serving.policies import PolicySet, PolicyWatcher
 from serving.ranking import Ranker
 from serving.routes import ROUTERS
 from serving.settings import Settings
+from serving.workers import cpu_cores
 
 if TYPE_CHECKING:
     from serving.workers import Worker
@@ -95,20 +97,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     exposure_log = open_exposure_log(app, settings, metrics)
     features = FeatureSource.open(settings, metrics)
     executor = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="mtrank-model")
+    model_calls = ModelCalls(
+        executor,
+        metrics,
+        concurrency=settings.model_concurrency or settings.tf_threads or cpu_cores(),
+        max_rows=settings.model_batch_rows,
+    )
     router = (
         ModelRouter(manager, settings.default_model)
         if experiments is None
         else ExperimentRouter(manager, experiments)
     )
     exposures = ExposureRecorder(
-        exposure_log, executor, metrics, log_features=settings.log_features
+        exposure_log, model_calls, metrics, log_features=settings.log_features
     )
     app.state.manager = manager
     app.state.features = features
-    app.state.executor = executor
+    app.state.model_calls = model_calls
     app.state.policies = policies
     app.state.ranker = Ranker(
-        settings.max_items, router, features, metrics, executor, exposures, policies
+        settings.max_items, router, features, metrics, model_calls, exposures, policies
     )
     _freeze(settings)
     poller = None

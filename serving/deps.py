@@ -10,7 +10,6 @@ dependency and request; `/v1/rank` had eight) cost more than the rest of the req
 from __future__ import annotations
 
 import hmac
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,6 +18,7 @@ from serving.errors import Forbidden, Unauthorized
 from serving.feature_source import FeatureSource
 from serving.manager import ModelManager
 from serving.metrics import Metrics
+from serving.model_call import ModelCalls
 from serving.policies import PolicyWatcher
 from serving.ranking import Ranker
 from serving.settings import Settings
@@ -46,8 +46,8 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics  # type: ignore[no-any-return]
 
 
-async def get_executor(request: Request) -> ThreadPoolExecutor:
-    return request.app.state.executor  # type: ignore[no-any-return]
+async def get_model_calls(request: Request) -> ModelCalls:
+    return request.app.state.model_calls  # type: ignore[no-any-return]
 
 
 async def get_policies(request: Request) -> PolicyWatcher:
@@ -59,7 +59,7 @@ ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 RankerDep = Annotated[Ranker, Depends(get_ranker)]
 FeaturesDep = Annotated[FeatureSource, Depends(get_features)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-ExecutorDep = Annotated[ThreadPoolExecutor, Depends(get_executor)]
+ModelCallsDep = Annotated[ModelCalls, Depends(get_model_calls)]
 PoliciesDep = Annotated[PolicyWatcher, Depends(get_policies)]
 
 

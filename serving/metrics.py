@@ -2,7 +2,8 @@
 
 mtrank_requests_total{route, model, variant, status}        requests answered
 mtrank_request_latency_seconds{route, model, variant}       end-to-end latency
-mtrank_model_latency_seconds{model}                          the SavedModel call alone
+mtrank_model_latency_seconds{model}                          the SavedModel call (and its wait)
+mtrank_model_batch_requests{model}                           requests per SavedModel call
 mtrank_store_latency_seconds                                 one online-store round trip
 mtrank_store_errors_total                                    lookups that failed (degraded)
 mtrank_degraded_requests_total                               answered with defaults only
@@ -67,9 +68,18 @@ class Metrics:
         )
         self.model_latency = Histogram(
             "mtrank_model_latency_seconds",
-            "Latency of one SavedModel call (all candidates of a request).",
+            "Latency of a request's SavedModel call (all its candidates), with the wait for "
+            "a busy model.",
             ["model"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_batch_requests = Histogram(
+            "mtrank_model_batch_requests",
+            "Requests per SavedModel call: more than one when requests that waited for a busy "
+            "model were coalesced into one call.",
+            ["model"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
             registry=r,
         )
         self.store_latency = Histogram(

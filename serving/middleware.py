@@ -1,7 +1,9 @@
 """One ASGI middleware around every request: request id, body size limit, metrics, access log.
 
-- Request id: the client's `X-Request-ID` if it is a short token, else a new one; on
-  `request.state.request_id` and echoed in the `X-Request-ID` response header.
+- Request id: the client's `X-Request-ID` if it is a short token, else a new one (32 hex
+  digits, like a uuid4's: 64 random bits drawn once per process, then a counter; a uuid4 per
+  request cost 2% of the event loop); on `request.state.request_id` and echoed in the
+  `X-Request-ID` response header.
 - Body limit: a `Content-Length` over `max_body_bytes` is answered 413 before the body is read;
   a chunked body is counted as it arrives and stopped at the limit (413).
 - Metrics and access log, after the response: the route's template (not the raw path, so ids
@@ -15,11 +17,12 @@ request on the hot path.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -40,6 +43,8 @@ class ServiceMiddleware:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.log_requests = log_requests
+        self._id_prefix = secrets.token_hex(8)  # per process: each worker draws its own
+        self._id_counter = itertools.count()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,7 +53,9 @@ class ServiceMiddleware:
         started = time.perf_counter()
         headers = dict(scope.get("headers") or ())
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = (
+            given if _REQUEST_ID.match(given) else f"{self._id_prefix}{next(self._id_counter):016x}"
+        )
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500

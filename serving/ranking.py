@@ -5,6 +5,7 @@ records a request and returns its `RankResult`; the route only writes the respon
     policy   the ranking policy: the request's, the variant's, the file's default
     fetch    the user's and candidates' stored features, one trip  serving.feature_source
     score    context checked, one batch, one model call            serving.batcher, .model_call
+             (with the batches of other requests that wait for the same busy model)
     rank     the policy's fused score; with top_k the k best rows  serving.policies
     record   metrics; the exposure (and shadow models), not waited  serving.exposure
 
@@ -17,14 +18,13 @@ serving model is a 422 on `body.policy` naming the missing output or feature.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from serving.errors import InvalidInput, TooManyItems
 from serving.exposure import ExposureRecorder
 from serving.feature_source import FeatureSource
 from serving.metrics import Metrics
-from serving.model_call import run_model
+from serving.model_call import ModelCalls
 from serving.model_router import Route, Router
 from serving.policies import Policy, PolicyWatcher, top_rows
 from serving.rank_result import RankResult
@@ -40,7 +40,7 @@ class Ranker:
         router: Router,
         features: FeatureSource,
         metrics: Metrics,
-        executor: ThreadPoolExecutor,
+        model_calls: ModelCalls,
         exposures: ExposureRecorder,
         policies: PolicyWatcher | None = None,
     ) -> None:
@@ -48,7 +48,7 @@ class Ranker:
         self.router = router
         self.features = features
         self.metrics = metrics
-        self.executor = executor
+        self.model_calls = model_calls
         self.exposures = exposures
         self.policies = policies or PolicyWatcher(None)
 
@@ -81,7 +81,7 @@ class Ranker:
         context, missing_context = servable.batcher.context(body.context)  # 422 before the fetch
         found = await self.features.fetch(body.user_id, body.item_ids)
         batch = servable.batcher.rank_batch(found, context)
-        scores = await run_model(servable, batch, self.executor, self.metrics)
+        scores = await self.model_calls.scores(servable, batch)
         score = order = None
         if policy is not None:
             score = policy.score(scores, batch)

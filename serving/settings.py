@@ -34,6 +34,20 @@ class Settings(BaseSettings):
         le=64,
         description="threads that call SavedModels (off the event loop), per worker process",
     )
+    model_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="calls one model version runs at once, per worker process; requests "
+        "beyond wait and are scored together (default: the TensorFlow threads: tf_threads, "
+        "else the cores)",
+    )
+    model_batch_rows: int = Field(
+        default=2048,
+        ge=0,
+        description="requests that wait for a busy model are scored together, in one call of "
+        "up to this many rows (a larger request runs alone); 0: one call per request",
+    )
     tf_threads: int | None = Field(
         default=None,
         ge=1,

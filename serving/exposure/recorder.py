@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from serving.exposure.entry import Exposure
 from serving.exposure.writer import ExposureLog
 from serving.metrics import Metrics
-from serving.model_call import score_candidates
+from serving.model_call import ModelCalls
 from serving.rank_result import SCORE, RankResult
 from serving.servable import Servable
 
@@ -32,13 +31,13 @@ class ExposureRecorder:
     def __init__(
         self,
         log: ExposureLog | None,
-        executor: ThreadPoolExecutor,
+        model_calls: ModelCalls,
         metrics: Metrics,
         max_pending_shadows: int = MAX_PENDING_SHADOWS,
         log_features: bool = False,
     ) -> None:
         self.log = log
-        self.executor = executor
+        self.model_calls = model_calls
         self.metrics = metrics
         self.log_features = log_features
         self.max_pending_shadows = max_pending_shadows
@@ -103,9 +102,7 @@ class ExposureRecorder:
         entry: dict[str, Any] = {"version": shadow.model_version}
         try:
             context, _ = shadow.batcher.context(result.raw_context)
-            entry["scores"] = await score_candidates(
-                shadow, context, result.found, self.executor, self.metrics
-            )
+            entry["scores"] = await self.model_calls.score_candidates(shadow, context, result.found)
         except Exception as err:  # a shadow must never hurt the request or the log
             log.warning("shadow model %s failed: %s", shadow.name, err)
             entry["error"] = str(err)[:300]

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from serving.deps import ExecutorDep, ManagerDep, MetricsDep, SettingsDep
+from serving.deps import ManagerDep, ModelCallsDep, SettingsDep
 from serving.errors import InvalidInput, NotFound, TooManyItems
-from serving.model_call import run_model
 from serving.model_router import serving_version
 from serving.schemas import PredictRequest, PredictResponse
 from serving.score_json import scores_json, with_scores
@@ -25,10 +24,9 @@ async def predict_latest(
     request: Request,
     settings: SettingsDep,
     manager: ManagerDep,
-    metrics: MetricsDep,
-    executor: ExecutorDep,
+    model_calls: ModelCallsDep,
 ) -> Response:
-    return await _predict(name, None, body, request, settings, manager, metrics, executor)
+    return await _predict(name, None, body, request, settings, manager, model_calls)
 
 
 @router.post("/v1/models/{name}/versions/{version}:predict", response_model=PredictResponse)
@@ -39,12 +37,11 @@ async def predict_version(
     request: Request,
     settings: SettingsDep,
     manager: ManagerDep,
-    metrics: MetricsDep,
-    executor: ExecutorDep,
+    model_calls: ModelCallsDep,
 ) -> Response:
     if not version.isdigit() or int(version) < 1:
         raise NotFound(f"no version {version!r}: versions are positive integers")
-    return await _predict(name, int(version), body, request, settings, manager, metrics, executor)
+    return await _predict(name, int(version), body, request, settings, manager, model_calls)
 
 
 async def _predict(
@@ -54,8 +51,7 @@ async def _predict(
     request: Request,
     settings: SettingsDep,
     manager: ManagerDep,
-    metrics: MetricsDep,
-    executor: ExecutorDep,
+    model_calls: ModelCallsDep,
 ) -> Response:
     servable = serving_version(manager, name, version)
     request.state.model, request.state.version = servable.name, servable.model_version
@@ -72,6 +68,6 @@ async def _predict(
             f"unknown signature {body.signature_name!r} (this model serves {signature!r})",
         )
     batch = servable.batcher.instances_batch(body.instances)
-    scores = await run_model(servable, batch, executor, metrics)
+    scores = await model_calls.scores(servable, batch)
     rows = scores_json(servable.outputs, scores)
     return Response(with_scores({}, "predictions", rows), media_type="application/json")

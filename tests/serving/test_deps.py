@@ -16,7 +16,7 @@ def test_dependencies_run_on_the_event_loop() -> None:
         deps.get_ranker,
         deps.get_features,
         deps.get_metrics,
-        deps.get_executor,
+        deps.get_model_calls,
         deps.require_admin,
     ):
         assert inspect.iscoroutinefunction(function), function.__name__

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from serving import score_json
 from serving.score_json import scores_json, with_scores
 
 
@@ -63,3 +64,26 @@ def test_with_scores_appends_the_encoded_rows_last() -> None:
     text = with_scores({"model": "m", "variant": None}, "scores", '[{"ctr":0.50000000}]')
     assert text == '{"model": "m", "variant": null,"scores":[{"ctr":0.50000000}]}'
     assert json.loads(with_scores({}, "predictions", "[]")) == {"predictions": []}
+
+
+def test_probabilities_are_written_by_numpy_with_the_bytes_of_the_general_path() -> None:
+    rng = np.random.default_rng(1)
+    edges = [0.0, 1e-9, 4.9e-9, 5.1e-9, 0.999999995, 1.0, 9.99999, 0.5, 1e-8]
+    scores = {
+        "ctr": np.concatenate([rng.random(200), edges]).astype(np.float32),
+        'c"vr': np.concatenate([rng.random(200) * 9, edges[::-1]]).astype(np.float32),
+    }
+    names = list(scores)
+    ids = [f"i{i}" for i in range(200)] + ["é", 'q"', "%s", "\\", "", "a b", "\n", "x", "y"]
+    values = [score_json._finite(name, scores[name]) for name in names]
+    for with_ids in (ids, None):
+        fixed = score_json._fixed_rows(names, values, with_ids)
+        assert fixed is not None
+        assert fixed == score_json._formatted_rows(names, values, with_ids)
+    assert json.loads(fixed)[0] == {"ctr": round(float(scores["ctr"][0]), 8),
+                                    'c"vr': round(float(scores['c"vr'][0]), 8)}  # fmt: skip
+    negative = {"ctr": np.array([0.5, -0.25], np.float32)}
+    assert (
+        score_json._fixed_rows(["ctr"], [score_json._finite("ctr", negative["ctr"])], None) is None
+    )
+    assert score_json._fixed_rows([], [], ["a"]) is None
