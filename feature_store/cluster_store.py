@@ -8,7 +8,7 @@ slots (CROSSSLOT), even slots of one node. A lookup therefore groups its keys by
 slot, and the slots by the master that serves them (redis-py's slot map); each master gets its
 MGETs, and the GETs of the pointer or meta record that it holds, in one pipelined write, and the
 masters are read concurrently (`asyncio.gather`). The commands are packed by hiredis and the
-replies read off each node's connection as they come: redis-py's own cluster pipeline costs about
+replies read off each node's connection as they come (`connection.round_trip`): redis-py's own cluster pipeline costs about
 10 us of Python per command, 5-8 ms for a lookup of 501 keys in ~490 slots
 (`cluster_redis_py_pipeline` in `benchmarks/store_latency.py`; figures in docs/feature_store.md).
 
@@ -37,26 +37,19 @@ redis-py's `topology_refresh_min_interval`), and full answers resume without a r
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import Any
 
 import redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import Connection
 from redis.crc import key_slot
 from redis.exceptions import ClusterDownError, ClusterError, RedisClusterException, ResponseError
-from redis.utils import HIREDIS_AVAILABLE
 
+from feature_store.connection import Command, round_trip
 from feature_store.keys import meta_key, parse_version
 from feature_store.redis_store import RedisOnlineStore
 
-if HIREDIS_AVAILABLE:  # a dependency (redis[hiredis]), but not worth failing without
-    import hiredis
-
-Command = tuple[str | bytes, ...]
-"""A command as sent: its name, then its keys (all in one slot)."""
 Slotted = tuple[int, Command]
-"""A command and the hash slot of its keys."""
+"""A command (its keys all in one slot) and the hash slot of its keys."""
 
 
 class ClusterOnlineStore(RedisOnlineStore):
@@ -137,34 +130,11 @@ class ClusterOnlineStore(RedisOnlineStore):
 
 
 async def _pipelined(node: ClusterNode, commands: list[Command]) -> list[Any]:
-    """Send `commands` to `node` in one write and read their replies in order; a command's error
-    reply is returned in its place (the rest are still read, so the connection stays in step).
-    The caller's timeout bounds the reads: a connection left mid-reply is closed by redis-py."""
+    """Send `commands` to `node` in one write and read their replies in order (`round_trip`:
+    a command's error reply is returned in its place, so the connection stays in step)."""
     connection = node.acquire_connection()
     try:
         await node.disconnect_if_needed(connection)
-        await connection.send_packed_command(_pack(connection, commands))
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(
-                    await connection.read_response(disable_decoding=True, timeout=_NO_READ_TIMEOUT)
-                )
-            except ResponseError as err:
-                replies.append(err)
-        return replies
+        return await round_trip(connection, commands)
     finally:
         node.release(connection)
-
-
-def _pack(connection: Connection, commands: list[Command]) -> bytes | list[bytes]:
-    """The commands as one write: one C call each with hiredis (the keys are bytes already),
-    else redis-py's packer."""
-    if HIREDIS_AVAILABLE:
-        # (hiredis's stub types its argument as a tuple of one element)
-        return b"".join([hiredis.pack_command(command) for command in commands])  # type: ignore[arg-type]
-    return connection.pack_commands(commands)
-
-
-_NO_READ_TIMEOUT = math.inf
-"""redis-py's `read_response(timeout=inf)`: no timeout per reply; the lookup's bounds them all."""

@@ -24,6 +24,7 @@ reader) with the same timeouts and retries as above; the reader's lookups go thr
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +39,15 @@ from redis.asyncio.connection import AbstractConnection, SSLConnection, UnixDoma
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
 from feature_store.embedded import EmbeddedRedis, store_path
 from feature_store.errors import StoreConfigError, StoreUnavailable
+
+if HIREDIS_AVAILABLE:  # a dependency (redis[hiredis]), but not worth failing without
+    import hiredis
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 """A cluster URL's scheme, and the scheme of the single-node URL its options are read as."""
@@ -241,3 +246,37 @@ def redact(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     userinfo = netloc[0].split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+
+
+Command = tuple[str | bytes, ...]
+"""A command as sent: its name, then its arguments (keys as bytes)."""
+
+
+async def round_trip(connection: AbstractConnection, commands: list[Command]) -> list[Any]:
+    """Send `commands` on `connection` in one write and read their replies in order; a
+    command's error reply is returned in its place (the rest are still read, so the connection
+    stays in step). The caller's timeout bounds the reads: a connection left mid-reply (timed
+    out, cancelled) is closed by redis-py before it returns to its pool."""
+    await connection.send_packed_command(_pack(connection, commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(
+                await connection.read_response(disable_decoding=True, timeout=_NO_READ_TIMEOUT)
+            )
+        except ResponseError as err:
+            replies.append(err)
+    return replies
+
+
+def _pack(connection: AbstractConnection, commands: list[Command]) -> bytes | list[bytes]:
+    """The commands as one write: one C call each with hiredis (the keys are bytes already),
+    else redis-py's packer."""
+    if HIREDIS_AVAILABLE:
+        # (hiredis's stub types its argument as a tuple of one element)
+        return b"".join([hiredis.pack_command(command) for command in commands])  # type: ignore[arg-type]
+    return connection.pack_commands(commands)
+
+
+_NO_READ_TIMEOUT = math.inf
+"""redis-py's `read_response(timeout=inf)`: no timeout per reply; the caller's bounds them all."""

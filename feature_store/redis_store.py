@@ -38,9 +38,10 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+from redis.exceptions import ResponseError
 
 from feature_store.cache import CacheConfig, EntityCache
-from feature_store.connection import locate
+from feature_store.connection import Command, locate, round_trip
 from feature_store.embedded import EmbeddedRedis
 from feature_store.errors import StoreUnavailable
 from feature_store.keys import DEFAULT_NAMESPACE, check_namespace, meta_key, parse_version
@@ -197,15 +198,37 @@ class RedisOnlineStore:
         """One round trip: the live version, `version`'s meta record (if `with_meta`) and the
         values at `keys` (keys of `version`), read together in one MULTI/EXEC transaction, so
         the values are `version`'s whenever the live version read is `version`."""
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.get(self._pointer)
-            if with_meta:
-                pipe.get(meta_key(self.namespace, version))
-            if keys:
-                pipe.mget(keys)
-            replies = await pipe.execute()
+        commands: list[Command] = [("GET", self._pointer)]
+        if with_meta:
+            commands.append(("GET", meta_key(self.namespace, version)))
+        if keys:
+            commands.append(("MGET", *keys))
+        replies = await self._transaction(commands)
         live = parse_version(replies[0], self._pointer)
         return live, replies[1] if with_meta else None, replies[-1] if keys else []
+
+    async def _transaction(self, commands: list[Command]) -> list[Any]:
+        """EXEC's replies to `commands`: MULTI, the commands and EXEC sent in one write on a
+        pooled connection (`round_trip`) and read reply by reply. redis-py's pipeline object
+        cost 0.11 ms more of Python per lookup of 501 keys. A connection error is retried once
+        on a new connection, as the client's own commands are (its `retry`)."""
+        assert isinstance(self._client, redis.asyncio.Redis)  # (a cluster reads by `_read`)
+        pool = self._client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            replies = await connection.retry.call_with_retry(
+                lambda: round_trip(connection, [("MULTI",), *commands, ("EXEC",)]),
+                lambda _: connection.disconnect(),
+            )
+        finally:
+            await pool.release(connection)
+        for reply in replies:  # OK, QUEUED..., EXEC's array: or an error in place of one
+            if isinstance(reply, ResponseError):
+                raise reply
+        errors = [reply for reply in replies[-1] if isinstance(reply, ResponseError)]
+        if errors:
+            raise errors[0]
+        return list(replies[-1])
 
     async def _live(self) -> int | None:
         """The live version, as the pointer says now."""

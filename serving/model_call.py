@@ -133,7 +133,7 @@ def predict_each(servable: Servable, batches: list[Batch]) -> list[Scores | Base
     if len(batches) == 1:
         return [servable.predict(batches[0])]
     try:
-        scores = servable.predict(concatenate(batches))
+        scores = servable.predict_batches(batches)
     except Exception:
         return [_outcome(servable, batch) for batch in batches]
     ends = np.cumsum([len(next(iter(batch.values()))) for batch in batches])
@@ -141,11 +141,6 @@ def predict_each(servable: Servable, batches: list[Batch]) -> list[Scores | Base
         {name: values[end - rows : end] for name, values in scores.items()}
         for end, rows in zip(ends.tolist(), np.diff(ends, prepend=0).tolist(), strict=True)
     ]
-
-
-def concatenate(batches: list[Batch]) -> Batch:
-    """The batches' rows one after the other, input by input."""
-    return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
 
 
 def _outcome(servable: Servable, batch: Batch) -> Scores | BaseException:

@@ -107,6 +107,30 @@ def test_a_lookup_is_one_transaction_of_the_pointer_and_one_mget(
     }
 
 
+def test_an_error_reply_in_the_transaction_is_raised_and_the_connection_stays_in_step(
+    reader: Reader, publish: Publish, raw_redis: redis.Redis, namespace: str
+) -> None:
+    """A key of the wrong type makes Redis answer one command of the transaction with an error:
+    the lookup raises it, and the next lookup, on the same pooled connection, reads correctly
+    (every reply of the failed one was read, none is left to be taken for the next's)."""
+    publish(TABLES)
+
+    async def scenario() -> None:
+        async with reader(cache=CacheConfig.off()) as store:
+            await store.get_online_features("u1", ["i1"])  # learns version 1, one connection
+            raw_redis.rename(f"{namespace}:current", f"{namespace}:pointer")
+            raw_redis.rpush(f"{namespace}:current", b"1")  # GET of a list: WRONGTYPE
+            with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+                await store.get_online_features("u1", ["i1"])
+            raw_redis.delete(f"{namespace}:current")
+            raw_redis.rename(f"{namespace}:pointer", f"{namespace}:current")
+            found = await store.get_online_features("u1", ["i2", "i1"])
+            assert found.items == [{}, {"price": 2.5, "category": "7"}]
+            assert found.user == {"age": 30.0, "recent": ["7", "8"]}
+
+    asyncio.run(scenario())
+
+
 def test_the_first_lookup_of_a_version_reads_its_columns_in_the_same_transaction(
     reader: Reader, publish: Publish, raw_redis: redis.Redis, namespace: str
 ) -> None:

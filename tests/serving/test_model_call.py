@@ -74,6 +74,21 @@ def test_waiting_requests_are_scored_in_one_call_with_their_own_scores(
             np.testing.assert_allclose(scores[name], alone[name], rtol=0, atol=1e-6)
 
 
+def test_broadcast_views_score_as_their_copies(servable: Servable) -> None:
+    """User and context values come as zero-stride views of one row (`rank_batch`), sequences
+    included: alone or coalesced, they score as the same values copied row by row."""
+    rows = batches(servable, [1, 1], seed=3)
+    views = [{name: np.broadcast_to(values, (n, *values.shape[1:])) for name, values in
+              row.items()} for row, n in zip(rows, [40, 25], strict=True)]  # fmt: skip
+    assert all(v.strides[0] == 0 for view in views for v in view.values())
+    outcomes, _ = run(servable, [views[0], views[1], views[0]])
+    for view, scores in zip([views[0], views[1], views[0]], outcomes, strict=True):
+        copied = servable.predict({name: np.array(values) for name, values in view.items()})
+        for name in servable.outputs:
+            np.testing.assert_allclose(scores[name], copied[name], rtol=0, atol=1e-6)
+            assert np.ptp(scores[name]) <= 1e-6  # rows of the same values: the same score
+
+
 def test_a_call_takes_waiting_requests_up_to_max_rows(servable: Servable) -> None:
     _, metrics = run(servable, batches(servable, [5, 40, 40, 40, 3]), max_rows=90)
     # 5 alone; then 40 + 40 (a third 40 would pass 90); then 40 + 3
