@@ -14,6 +14,8 @@ What `serve_workers` (the supervising process) hands the children:
   (`worker_settings`: TensorFlow's threads cores // N, the model threads ceil(model_threads / N),
   unless given), as `MTRANK_*` environment variables (`settings_environment`), so a child's
   `Settings()` is the parent's, field for field.
+- `UV_TCP_SINGLE_ACCEPT=1` (unless set): each child accepts one connection at a time and yields,
+  so that connections opened at once spread over the workers (`SINGLE_ACCEPT_ENV`).
 - a run directory (a fresh temp dir per `mtrank serve`, `$MTRANK_SERVE_DIR`, removed at exit):
   `metrics/` is `PROMETHEUS_MULTIPROC_DIR`, set before any child imports prometheus-client, whose
   multiprocess mode keeps each process's values in memory-mapped files there, so that /metrics of
@@ -55,6 +57,11 @@ log = logging.getLogger("mtrank.serving")
 SERVE_DIR_ENV = "MTRANK_SERVE_DIR"  # the run directory, for the children
 LOG_LEVEL_ENV = "MTRANK_SERVE_LOG_LEVEL"
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
+# libuv (uvloop's engine) then accepts one connection per wake-up and yields, so that the
+# workers sharing the listening socket take turns; by default the first one awake accepted
+# every pending connection: 8 keep-alive clients connecting at once were split 2/6 or 3/5 more
+# often than 4/4, and a worker with 6 of them is the slower one (README, serving figures).
+SINGLE_ACCEPT_ENV = "UV_TCP_SINGLE_ACCEPT"
 # A child that does not answer the supervisor's ping for this long is killed and replaced; also
 # how long the supervisor may take to notice a child that failed to start.
 HEALTHCHECK_S = 10
@@ -239,14 +246,10 @@ def serve_workers(settings: Settings, log_level: str = "info") -> int:
         )
     each = worker_settings(settings, cores)
     run = ServeRun.create()
-    children = {
-        **settings_environment(each),
-        METRICS_ENV: str(run.metrics_dir),
-        SERVE_DIR_ENV: str(run.directory),
-        LOG_LEVEL_ENV: log_level,
-    }
     try:
-        with environment(children):  # spawned children (restarts too) inherit it
+        with environment(
+            worker_environment(each, run, log_level)
+        ):  # spawned children (restarts too) inherit it
             config = uvicorn.Config(
                 "serving.workers:create_worker_app",
                 factory=True,
@@ -280,6 +283,18 @@ def serve_workers(settings: Settings, log_level: str = "info") -> int:
     if error is not None:
         raise MtrankError(error)
     return 1 if failed else 0
+
+
+def worker_environment(each: Settings, run: ServeRun, log_level: str) -> dict[str, str | None]:
+    """The environment the children inherit: their settings, the run directory and its metrics
+    directory, the log level, and libuv's single accept unless the environment says otherwise."""
+    return {
+        **settings_environment(each),
+        METRICS_ENV: str(run.metrics_dir),
+        SERVE_DIR_ENV: str(run.directory),
+        LOG_LEVEL_ENV: log_level,
+        SINGLE_ACCEPT_ENV: os.environ.get(SINGLE_ACCEPT_ENV, "1"),
+    }
 
 
 @contextlib.contextmanager

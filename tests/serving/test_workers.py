@@ -29,6 +29,7 @@ from serving.workers import (
     environment,
     forget_dead_processes,
     settings_environment,
+    worker_environment,
     worker_file,
     worker_settings,
 )
@@ -76,6 +77,18 @@ def test_settings_reach_a_child_through_the_environment(
     assert child.api_key is not None and child.api_key.get_secret_value() == "s3cret"
     assert child.model_dump(exclude={"api_key"}) == given.model_dump(exclude={"api_key"})
     assert os.environ["MTRANK_REDIS_URL"] == "redis://elsewhere:6379/0"  # restored after
+
+
+def test_children_accept_one_connection_at_a_time_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    each, run = Settings(models_dir=tmp_path, workers=2), ServeRun(tmp_path)
+    monkeypatch.delenv("UV_TCP_SINGLE_ACCEPT", raising=False)
+    children = worker_environment(each, run, "info")
+    assert children["UV_TCP_SINGLE_ACCEPT"] == "1"  # libuv: yield after each accept
+    assert children["PROMETHEUS_MULTIPROC_DIR"] == str(run.metrics_dir)
+    monkeypatch.setenv("UV_TCP_SINGLE_ACCEPT", "0")
+    assert worker_environment(each, run, "info")["UV_TCP_SINGLE_ACCEPT"] == "0"
 
 
 def test_worker_numbers_are_the_lowest_free_slots(tmp_path: Path) -> None:
