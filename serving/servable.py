@@ -79,33 +79,12 @@ class Servable:
         import tensorflow as tf
 
         started = time.perf_counter()
-        graph = tf.Graph()
-        session = tf.compat.v1.Session(graph=graph, config=session_config(tf))
+        session = tf.compat.v1.Session(graph=tf.Graph(), config=session_config(tf))
         try:
-            with graph.as_default(), _quiet(tf):
-                meta_graph = tf.compat.v1.saved_model.load(
-                    session, [tf.saved_model.SERVING], str(path)
-                )
-        except Exception as err:  # TensorFlow raises many types for a corrupt SavedModel
-            session.close()
-            raise ModelLoadError(f"{path}: not a loadable SavedModel: {_one_line(err)}") from None
-        signatures = meta_graph.signature_def
-        if signature not in signatures:
-            session.close()
-            raise ModelLoadError(
-                f"{path}: no signature {signature!r} (has {sorted(signatures)})", "INVALID_ARGUMENT"
-            )
-        try:
-            check_signature(path, tf, signatures[signature], schema, outputs)
-        except ModelLoadError:
+            inputs, call = open_signature(path, tf, session, signature, schema, outputs)
+        except BaseException:
             session.close()
             raise
-        inputs = [feature.name for feature in schema.features]
-        tensor = graph.get_tensor_by_name
-        call = session.make_callable(
-            [tensor(signatures[signature].outputs[name].name) for name in outputs],
-            [tensor(signatures[signature].inputs[name].name) for name in inputs],
-        )
         servable = cls(
             name=name,
             version=version,
@@ -161,6 +140,32 @@ class Servable:
     @property
     def model_version(self) -> str:
         return str(self.version)
+
+
+def open_signature(
+    path: Path, tf: Any, session: Any, signature: str, schema: Schema, outputs: list[str]
+) -> tuple[list[str], Callable[..., list[np.ndarray]]]:
+    """Load `path`'s serve graph into `session` and check its `signature`: the inputs in the
+    order the callable takes them (the schema's), and the callable (arrays -> `outputs`)."""
+    graph = session.graph
+    try:
+        with graph.as_default(), _quiet(tf):
+            meta_graph = tf.compat.v1.saved_model.load(session, [tf.saved_model.SERVING], str(path))
+    except Exception as err:  # TensorFlow raises many types for a corrupt SavedModel
+        raise ModelLoadError(f"{path}: not a loadable SavedModel: {_one_line(err)}") from None
+    signatures = meta_graph.signature_def
+    if signature not in signatures:
+        raise ModelLoadError(
+            f"{path}: no signature {signature!r} (has {sorted(signatures)})", "INVALID_ARGUMENT"
+        )
+    check_signature(path, tf, signatures[signature], schema, outputs)
+    inputs = [feature.name for feature in schema.features]
+    tensor = graph.get_tensor_by_name
+    call = session.make_callable(
+        [tensor(signatures[signature].outputs[name].name) for name in outputs],
+        [tensor(signatures[signature].inputs[name].name) for name in inputs],
+    )
+    return inputs, call
 
 
 def session_config(tf: Any) -> Any:
