@@ -1,15 +1,15 @@
 """The app factory: `create_app(settings)` builds the FastAPI app; its lifespan opens everything.
 
 At startup the lifespan sizes TensorFlow's thread pools (`tf_threads`, before TensorFlow runs
-anything), loads and warms the latest version of every model (`ModelManager`),
-checks the experiments file against the loaded models, loads the ranking policies and checks
-them (the default, and each variant's) against the models, starts the exposure log's writer thread,
-opens the online store (`FeatureSource`), starts the thread pool that calls the models
-(`ModelCalls`: concurrent requests of a busy model are scored in one call) and the task that
-polls for new versions (and for edits of the policies file), then freezes the garbage
-collector's view of everything loaded so far (`gc.freeze()`: full collections stop walking the model graphs, which otherwise
-adds tens of milliseconds to the latency tail). At shutdown it stops them again, first waiting
-for shadow scorings and writing every queued exposure. Nothing happens at import or in
+anything), loads and warms the latest version of every model (`ModelManager`), checks the
+experiments file against the loaded models, loads the ranking policies and checks them (the
+default, and each variant's) against the models, starts the exposure log's writer thread, opens the
+online store (`FeatureSource`), starts the thread pool that calls the models (`ModelCalls`:
+concurrent requests of a busy model are scored in one call) and the task that polls for new
+versions (and for edits of the policies file), then freezes the garbage collector's view of
+everything loaded so far (`gc.freeze()`: full collections stop walking the model graphs, which
+otherwise adds tens of milliseconds to the latency tail). At shutdown it stops them again, first
+waiting for shadow scorings and writing every queued exposure. Nothing happens at import or in
 `create_app` beyond building objects.
 
 In a worker process of `mtrank serve --workers N` (`serving.workers`), `create_app` is given its
