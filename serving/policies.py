@@ -59,6 +59,7 @@ from ranker.schema import Schema
 
 log = logging.getLogger("mtrank.serving")
 
+SCORE = "score"  # the response's and exposure's column of the policy's fused value (CONTRACT)
 _NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
 _MAX = float(np.finfo(np.float64).max)
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # 1 or 0.5, not "0.5"
@@ -128,7 +129,13 @@ class Policy(_Strict):
         return _implicit(output)
 
     def problem(self, model: Scorer) -> tuple[str, str] | None:
-        """(the key of the first term `model` cannot feed, why) or None if the policy fits."""
+        """(the key of the first term `model` cannot feed, why) or None if the policy fits; a
+        model with an output named `score` fits no policy: its rows would carry two `score`s."""
+        if SCORE in model.outputs:
+            return "name", (
+                f"model {model.name!r} has an output named {SCORE!r}, the column of a policy's "
+                f"fused value: rank it without a policy, or rename that task"
+            )
         numeric = {f.name: f.type for f in model.schema.features}
         for k, term in enumerate(self.terms):
             if term.output is not None and term.output not in model.outputs:

@@ -12,10 +12,8 @@ import numpy as np
 from feature_store.online_features import OnlineFeatures
 from serving.batcher import Batch, Value
 from serving.model_router import Route
-from serving.policies import Policy
+from serving.policies import SCORE, Policy
 from serving.servable import Servable
-
-SCORE = "score"  # the response's and exposure's column of the policy's fused value
 
 
 @dataclass(frozen=True)

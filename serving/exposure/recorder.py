@@ -17,7 +17,8 @@ from serving.exposure.entry import Exposure
 from serving.exposure.writer import ExposureLog
 from serving.metrics import Metrics
 from serving.model_call import ModelCalls
-from serving.rank_result import SCORE, RankResult
+from serving.policies import SCORE
+from serving.rank_result import RankResult
 from serving.servable import Servable
 
 log = logging.getLogger("mtrank.serving")

@@ -190,6 +190,26 @@ def test_a_variant_policy_must_fit_its_model(
     assert message.replace("pol.yaml", str(tmp_path / "pol.yaml")) in str(caught.value)
 
 
+def test_a_model_with_an_output_named_score_fits_no_policy(export: Any, tmp_path: Path) -> None:
+    """Its rows would carry the task's `score` and the fused `score`: the default, a variant's
+    policy and the implicit policy of an output all refuse it, naming the model."""
+    (tmp_path / "pol.yaml").write_text("default: blend\n" + POLICIES)
+    policies = PolicySet.load(tmp_path / "pol.yaml")
+    fits, named_score = _Model(export), _Model(export)
+    named_score.outputs = ["ctr", "score"]
+    policies.check_default([fits])  # so the test can fail
+    with pytest.raises(PoliciesError, match="model 'mmoe' has an output named 'score'"):
+        policies.check_default([named_score])
+    why = (
+        "model 'mmoe' has an output named 'score', the column of a policy's fused value: "
+        "rank it without a policy, or rename that task"
+    )
+    for name in ("ctcvr_price", "ctr", "score"):  # the file's, and two outputs' implicit ones
+        policy = policies.find(name, named_score.outputs)
+        assert policy is not None and policy.problem(named_score) == ("name", why)
+    assert policies.policies["ctcvr_price"].problem(fits) is None
+
+
 def _yaml(text: str) -> Any:
     import yaml
 
