@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from ranker.errors import MtrankError
-from serving.errors import install_error_handlers
+from serving.errors import ModelLoadError, install_error_handlers
 from serving.experiments import ExperimentsError, ExperimentsFile
 from serving.exposure import ExposureLog, ExposureRecorder
 from serving.feature_source import FeatureSource
@@ -43,6 +43,7 @@ from serving.model_router import ExperimentRouter, ModelRouter
 from serving.policies import PolicySet, PolicyWatcher
 from serving.ranking import Ranker
 from serving.routes import ROUTERS
+from serving.servable import Servable
 from serving.settings import Settings
 from serving.workers import cpu_cores
 
@@ -171,13 +172,22 @@ def load_policies(
 ) -> PolicyWatcher:
     """The ranking policies, loaded and checked: the default must fit every loaded model, each
     variant's policy its model. A bad file (or fit) stops the startup like a bad experiments
-    file; later edits that fail the same checks are refused while the old policies serve."""
+    file; later edits that fail the same checks are refused while the old policies serve, and so
+    are later model versions (`ModelManager.admit`): the old version serves on."""
 
-    def check(policies: PolicySet) -> None:
-        served = {name: s for name in manager.names if (s := manager.get(name)) is not None}
+    def fit(policies: PolicySet, served: Mapping[str, Servable]) -> None:
         policies.check_default(list(served.values()))
         if experiments is not None:
             experiments.check_policies(policies, served, source=str(settings.experiments))
+
+    def check(policies: PolicySet) -> None:
+        fit(policies, {name: s for name in manager.names if (s := manager.get(name)) is not None})
+
+    def admit(servable: Servable) -> None:
+        try:
+            fit(watcher.current, {servable.name: servable})
+        except MtrankError as err:
+            raise ModelLoadError(f"the ranking policies: {err}", "FAILED_PRECONDITION") from None
 
     watcher = PolicyWatcher(settings.policies, check, listener=metrics.policy_event)
     try:
@@ -185,6 +195,7 @@ def load_policies(
     except MtrankError as err:
         startup_failed(app, err)
         raise
+    manager.admit = admit
     if settings.policies is not None:
         log.info(
             "ranking policies from %s: %s", settings.policies, sorted(watcher.current.policies)

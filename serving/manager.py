@@ -6,7 +6,8 @@ version on disk that loads, passes its checks and warms up, unless a version is 
 the side and swaps it in with one reference assignment, so a request that already holds the old
 `Servable` finishes on it and the next one gets the new one. A version that fails is refused:
 logged, shown in the model's status with its error, never retried until `forget_failures`
-(admin reload), and the old version keeps serving. A refused newest version at startup falls
+(admin reload), and the old version keeps serving. The app may refuse a version that loaded
+(`admit`: it checks the ranking policies). A refused newest version at startup falls
 back to the next lower one. Removing the serving version's directory rolls back to the highest
 one left; a version pinned by an admin stays until unpinned.
 
@@ -59,6 +60,9 @@ class ModelManager:
         self.models_dir = Path(models_dir)
         self.warmup_rows = warmup_rows
         self._listener = listener
+        self.admit: Callable[[Servable], None] | None = None
+        """Called with each version loaded and warmed, before it swaps in; a ModelLoadError it
+        raises refuses the version (the app checks the ranking policies this way)."""
         self._serving: dict[str, Servable] = {}
         self._pins: dict[str, int] = {}
         self._status: dict[str, dict[int, VersionStatus]] = {}
@@ -195,6 +199,8 @@ class ModelManager:
                         f"{current.version} serves",
                         "INVALID_ARGUMENT",
                     )
+            if self.admit is not None:
+                self.admit(servable)
         except ModelLoadError as err:
             self._refused.add((name, version))
             statuses[version] = VersionStatus(version, "END", err.code, str(err))

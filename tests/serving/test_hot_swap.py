@@ -15,7 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
+from serving.errors import ModelLoadError
 from serving.manager import ModelManager
+from serving.servable import Servable
 from serving.settings import Settings
 
 API_KEY = "test-admin-key"
@@ -190,3 +192,26 @@ def test_removing_the_serving_version_rolls_back(
     shutil.rmtree(v2)
     assert manager.refresh() == [("mmoe", 1, "loaded")]
     assert manager.get("mmoe").version == 1  # type: ignore[union-attr]
+
+
+def test_a_version_the_admit_hook_refuses_leaves_the_old_one_serving(
+    models_dir: Path, drop_version: DropVersion
+) -> None:
+    manager = ModelManager(models_dir, warmup_rows=4)
+    manager.refresh()
+    seen: list[int] = []
+
+    def admit(servable: Servable) -> None:
+        seen.append(servable.version)
+        if servable.version == 2:
+            raise ModelLoadError("does not fit the policies", "FAILED_PRECONDITION")
+
+    manager.admit = admit
+    drop_version(models_dir, models_dir / "mmoe" / "1", 2)
+    assert manager.refresh() == [("mmoe", 2, "refused")]
+    assert manager.get("mmoe").version == 1  # type: ignore[union-attr]
+    refused = {s.version: s for s in manager.status("mmoe")}[2]
+    assert (refused.state, refused.error_code) == ("END", "FAILED_PRECONDITION")
+    drop_version(models_dir, models_dir / "mmoe" / "1", 3)
+    assert manager.refresh() == [("mmoe", 3, "loaded")]
+    assert seen == [2, 3]

@@ -6,6 +6,7 @@ service runs (a bad edit refused, the old policies serving on).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -19,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
+from serving.errors import ModelLoadError
 from serving.experiments import ExperimentsError, ExperimentsFile
 from serving.policies import PoliciesError, Policy, PolicySet, Term, top_rows
 from serving.settings import Settings
@@ -446,6 +448,23 @@ def test_a_default_that_does_not_fit_a_model_stops_the_start(
         TestClient(app),
     ):
         pass
+
+
+def test_a_later_model_version_must_fit_the_policies(
+    export: Any, redis_store: tuple[str, str], tmp_path: Path
+) -> None:
+    """The manager's admit hook checks each new version against the default and the variants'
+    policies: one with an output named `score` (or lacking a policy's output or feature) is
+    refused, and the version before it serves on (tests/serving/test_hot_swap.py)."""
+    (tmp_path / "pol.yaml").write_text("default: blend\n" + POLICIES)
+    with TestClient(create_app(settings(export.models, redis_store, tmp_path))) as client:
+        manager = client.app.state.manager  # type: ignore[attr-defined]
+        serving = manager.get("mmoe")
+        manager.admit(serving)  # the serving version fits
+        with_score = dataclasses.replace(serving, outputs=[*serving.outputs, "score"])
+        with pytest.raises(ModelLoadError, match=r"policies: .*output named 'score'") as caught:
+            manager.admit(with_score)
+        assert caught.value.code == "FAILED_PRECONDITION"
 
 
 def test_a_bad_edit_is_refused_while_the_old_policies_serve(
