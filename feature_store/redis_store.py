@@ -301,19 +301,16 @@ def open_async_store(
     """
     check_namespace(namespace)
     endpoint = locate(url=url, data_dir=data_dir)
+    kind: type[RedisOnlineStore] = RedisOnlineStore
+    client: redis.asyncio.Redis | redis.asyncio.RedisCluster
     if endpoint.cluster:
         from feature_store.cluster_store import ClusterOnlineStore  # a subclass: imported here
 
-        return ClusterOnlineStore(
-            endpoint.async_cluster_client(timeout),
-            namespace=namespace,
-            description=endpoint.description,
-            timeout=timeout,
-            retry_after=retry_after,
-            cache=cache,
-        )
-    return RedisOnlineStore(
-        endpoint.async_client(timeout),
+        kind, client = ClusterOnlineStore, endpoint.async_cluster_client(timeout)
+    else:
+        client = endpoint.async_client(timeout)
+    return kind(
+        client,
         namespace=namespace,
         description=endpoint.description,
         timeout=timeout,

@@ -67,7 +67,7 @@ class ModelCalls:
         lane = self._lanes.get(servable)
         if lane is None:
             lane = self._lanes[servable] = _Lane()
-        rows = len(next(iter(batch.values()))) if batch else 0
+        rows = batch_rows(batch)
         future: asyncio.Future[Scores] = asyncio.get_running_loop().create_future()
         lane.waiting.append(_Waiting(batch, rows, future))
         self._start(servable, lane)
@@ -136,11 +136,16 @@ def predict_each(servable: Servable, batches: list[Batch]) -> list[Scores | Base
         scores = servable.predict_batches(batches)
     except Exception:
         return [_outcome(servable, batch) for batch in batches]
-    ends = np.cumsum([len(next(iter(batch.values()))) for batch in batches])
+    ends = np.cumsum([batch_rows(batch) for batch in batches])
     return [
         {name: values[end - rows : end] for name, values in scores.items()}
         for end, rows in zip(ends.tolist(), np.diff(ends, prepend=0).tolist(), strict=True)
     ]
+
+
+def batch_rows(batch: Batch) -> int:
+    """The rows of a batch: the length of its inputs (0 for a batch of none)."""
+    return len(next(iter(batch.values()))) if batch else 0
 
 
 def _outcome(servable: Servable, batch: Batch) -> Scores | BaseException:
